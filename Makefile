@@ -1,0 +1,47 @@
+# scan_pipeline: `make demo` and `make test` work on a fresh Debian machine (as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO := build/demo
+
+.PHONY: install demo test bench lint check samples clean
+
+install: $(STAMP)
+	@bash scripts/install_system_deps.sh
+
+# The venv is rebuilt only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	bash scripts/install_system_deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	rm -rf $(DEMO)
+	$(VENV)/bin/scan-pipeline process samples --ledger $(DEMO)/ledger.csv --debug-dir $(DEMO)/overlays || [ $$? -eq 10 ]
+	@echo
+	@echo "ledger:   $(DEMO)/ledger.csv"
+	@echo "crops:    $(DEMO)/ledger.crops/"
+	@echo "overlays: $(DEMO)/overlays/"
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) scripts/bench.py
+
+lint: install
+	$(VENV)/bin/ruff check scan_pipeline tests scripts
+
+check: lint test
+
+# Regenerate the committed samples (a PDF scan, photo JPEGs, a bilevel TIFF) and their truth.
+samples: install
+	rm -rf samples && $(VENV)/bin/scan-pipeline samples generate samples --sheets 3 --seed 3 \
+		--modes scan,photo,bilevel --formats pdf,jpg,tiff
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

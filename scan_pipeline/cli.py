@@ -1,0 +1,238 @@
+"""The `scan-pipeline` command: parse arguments, call the stages, report, map errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import __version__
+from .errors import EXIT_CODE_HELP, ExitCode, PipelineError
+from .synth import FORMATS, MODES
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="scan-pipeline",
+    help="Turn scanned petition signature sheets into a clean, deduplicated CSV ledger.\n\n\b\n" + EXIT_CODE_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+sheet_app = typer.Typer(help="The printed sheet: blank PDFs and template checks.", no_args_is_help=True)
+samples_app = typer.Typer(help="Generated sample sheets with their ground truth.", no_args_is_help=True)
+config_app = typer.Typer(help="Thresholds the pipeline decides with.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The ledger CSV and its sidecar files.", no_args_is_help=True)
+app.add_typer(sheet_app, name="sheet")
+app.add_typer(samples_app, name="samples")
+app.add_typer(config_app, name="config")
+app.add_typer(ledger_app, name="ledger")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TemplateOpt = Annotated[Path | None, typer.Option("--template", "-t",
+                                                  help="Sheet template JSON (default: the bundled sheet).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Thresholds TOML overriding the bundled ones.")]
+
+
+def handles_errors(fn: F) -> F:
+    """Map the pipeline's errors to their exit codes, with the message and hint on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: the ledger holds every file finished before the interruption")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"scan-pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage (may show names).")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# --- process --------------------------------------------------------------------------------
+
+@app.command()
+@handles_errors
+def process(
+    inputs: Annotated[list[str], typer.Argument(help="Scans (PDF, TIFF, JPEG, PNG) or folders of them.",
+                                                show_default=False)],
+    ledger: Annotated[Path, typer.Option("--ledger", "-l", help="The ledger CSV to create or add to.")],
+    template: TemplateOpt = None,
+    config: ConfigOpt = None,
+    debug_dir: Annotated[Path | None, typer.Option(
+        "--debug-dir", help="Write a grid overlay PNG per page here.")] = None,
+    reprocess: Annotated[bool, typer.Option(
+        "--reprocess", help="Replace the rows of pages already in the ledger.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar (failures and summary still shown).")] = False,
+) -> None:
+    """Read every page of INPUTS and add its signatures to the ledger.
+
+    Folders are searched recursively for .pdf .tif .tiff .png .jpg .jpeg files (any case). Pages
+    already in the ledger are skipped, so running the same command again adds nothing. Each row's
+    cell images are written beside the ledger (LEDGER.crops/) for review.
+    """
+    from .config import load_config
+    from .pipeline import run_batch
+    from .template import load_template
+
+    tpl = load_template(template)
+    cfg = load_config(config)
+    show = not quiet and err.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True, disable=not show)
+    with progress:
+        task = progress.add_task("pages", total=None)
+
+        def step(where: str, result: Any) -> None:
+            progress.update(task, advance=1, description=f"pages ({where})")
+
+        report = run_batch(inputs, ledger, template=tpl, config=cfg, debug_dir=debug_dir, reprocess=reprocess,
+                           progress=step)
+    for failure in report.failures:
+        err.print(f"[red]failed:[/] {failure}", markup=True)
+    err.print(
+        f"{report.pages_done} page(s) processed, {report.pages_skipped} already in the ledger, "
+        f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
+        f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
+    err.print(f"ledger: {ledger}\ncrops: {ledger.with_suffix('.crops')}/"
+              + (f"\noverlays: {debug_dir}/" if debug_dir else ""))
+    if report.failures:
+        raise typer.Exit(int(ExitCode.PAGES_FAILED))
+
+
+# --- sheet ----------------------------------------------------------------------------------
+
+@sheet_app.command("blank")
+@handles_errors
+def sheet_blank(
+    out_pdf: Annotated[Path, typer.Argument(help="The PDF to write.", show_default=False)],
+    template: TemplateOpt = None,
+    dpi: Annotated[int, typer.Option(min=100, max=600, help="Print resolution.")] = 300,
+) -> None:
+    """Write the empty sheet (every page, A4) as a PDF ready to print."""
+    from .sheet import write_blank_sheet
+    from .template import load_template
+
+    pages = write_blank_sheet(load_template(template), out_pdf, dpi)
+    err.print(f"wrote {out_pdf} ({pages} pages)")
+
+
+@sheet_app.command("validate")
+@handles_errors
+def sheet_validate(
+    template: Annotated[Path, typer.Argument(help="Template JSON to check.", show_default=False)],
+) -> None:
+    """Check a template against schemas/template.schema.json; list every problem with its JSON path."""
+    from .template import load_template
+
+    tpl = load_template(template)
+    rows = _ranges(n for _, r in tpl.blocks for n in r)
+    err.print(f"{template}: valid ({len(tpl.pages)} pages, rows {rows})")
+
+
+def _ranges(numbers: Any) -> str:
+    nums = sorted(numbers)
+    parts, start = [], nums[0]
+    for a, b in zip(nums, nums[1:] + [None]):
+        if b != a + 1:
+            parts.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(parts)
+
+
+# --- samples --------------------------------------------------------------------------------
+
+def _choices(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise typer.BadParameter(f"{', '.join(bad) or 'nothing'} not in {','.join(allowed)}", param_hint=option)
+    return items
+
+
+@samples_app.command("generate")
+@handles_errors
+def samples_generate(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sheets and truth.json into.",
+                                            show_default=False)],
+    sheets: Annotated[int, typer.Option(min=1, max=10000, help="How many two-page sheets.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 1,
+    modes: Annotated[str, typer.Option(help="Comma-separated: scan,gray,bilevel,photo.")] = ",".join(MODES),
+    formats: Annotated[str, typer.Option(help="Comma-separated: pdf,png,jpg,tiff.")] = ",".join(FORMATS),
+    template: TemplateOpt = None,
+) -> None:
+    """Render filled sheets (invented people) and OUT_DIR/truth.json, for tests and benchmarks."""
+    from .synth import generate
+    from .template import load_template
+
+    chosen_modes = _choices(modes, MODES, "--modes")
+    chosen_formats = _choices(formats, FORMATS, "--formats")
+    truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats)
+    pages = sum(len(f["pages"]) for f in truth["files"])
+    err.print(f"wrote {len(truth['files'])} file(s), {pages} page(s) and truth.json to {out_dir}")
+
+
+# --- config, ledger ---------------------------------------------------------------------------
+
+@config_app.command("show")
+@handles_errors
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the bundled thresholds (with their meaning), or check and print an override file."""
+    from .config import bundled_config_text, load_config
+
+    if config is None:
+        out.print(bundled_config_text(), markup=False, end="")
+    else:
+        out.print(repr(load_config(config)), markup=False)
+
+
+@ledger_app.command("validate")
+@handles_errors
+def ledger_validate(
+    ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
+) -> None:
+    """Check a ledger against schemas/ledger.schema.json; list every problem with its row and column."""
+    from .errors import LedgerError
+    from .ledger import read_ledger
+
+    if not ledger.exists():
+        raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
+    df = read_ledger(ledger)
+    err.print(f"{ledger}: valid ({len(df)} rows)")
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,97 @@
+"""Exit codes and the exceptions that carry them.
+
+Every exception here says what went wrong, where (file, page, row when known) and what to do.
+The CLI maps them to exit codes; no other module exits.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0  # all done
+    USAGE = 2  # bad command line
+    BAD_TEMPLATE = 3  # bad template or config
+    NO_INPUT = 4  # no readable input at all
+    MISSING_DEPENDENCY = 5  # a system package or optional extra is missing
+    OUTPUT_NOT_WRITABLE = 6  # cannot write the ledger, crops or other output
+    INVALID_REVIEW = 7  # invalid review file, nothing applied
+    PAGES_FAILED = 10  # finished, but some inputs or pages failed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODE_HELP = """Exit codes:
+  0   all done
+  2   usage error
+  3   bad template or config
+  4   no readable input
+  5   missing dependency (a system package or an optional extra)
+  6   output not writable
+  7   invalid review file (nothing applied)
+  10  finished, but some files or pages failed (each is listed on stderr)
+  130 interrupted"""
+
+
+class PipelineError(Exception):
+    """An error a person can act on."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, *, hint: str = "", file: str | None = None,
+                 page: int | None = None, row: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.file = file
+        self.page = page
+        self.row = row
+
+    @property
+    def where(self) -> str:
+        parts = [self.file or ""]
+        if self.page is not None:
+            parts.append(f"page {self.page}")
+        if self.row is not None:
+            parts.append(f"row {self.row}")
+        return ":".join(p for p in parts if p)
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class TemplateError(PipelineError):
+    exit_code = ExitCode.BAD_TEMPLATE
+
+
+class ConfigError(PipelineError):
+    exit_code = ExitCode.BAD_TEMPLATE
+
+
+class NoInputError(PipelineError):
+    exit_code = ExitCode.NO_INPUT
+
+
+class MissingDependencyError(PipelineError):
+    exit_code = ExitCode.MISSING_DEPENDENCY
+
+
+class OutputError(PipelineError):
+    exit_code = ExitCode.OUTPUT_NOT_WRITABLE
+
+
+class ReviewFileError(PipelineError):
+    exit_code = ExitCode.INVALID_REVIEW
+
+
+class InputFileError(PipelineError):
+    """One input file or page could not be read; the batch goes on."""
+
+    exit_code = ExitCode.PAGES_FAILED
+
+
+class LedgerError(PipelineError):
+    """The ledger on disk is invalid or locked by another run."""
+
+    exit_code = ExitCode.OUTPUT_NOT_WRITABLE

@@ -1,0 +1,234 @@
+"""Find the grid from what is printed: ruled lines, blocks, columns, rows and printed row numbers.
+
+Nothing here uses the template's millimetres: a sheet printed at another scale or margin has the
+same lines in other places. Columns are taken in the template's order and checked against its
+width shares (which also tells an upside-down page); rows are numbered by reading the printed
+numbers and fitting them to the template's sequences, which also tells which page of the sheet
+this is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import cv2
+import numpy as np
+
+from .engines import DIGITS, OcrEngine
+from .records import Box, FlatPage, GridBlock, GridRow, PageGrid, PageIssue
+from .template import Template
+
+
+@dataclass(frozen=True)
+class PageMasks:
+    ink: np.ndarray  # 255 where there is ink
+    horizontal: np.ndarray  # 255 on horizontal ruled lines
+    vertical: np.ndarray  # 255 on vertical ruled lines
+
+    @property
+    def lines(self) -> np.ndarray:
+        return cv2.bitwise_or(self.horizontal, self.vertical)
+
+
+@dataclass(frozen=True)
+class GridSearch:
+    grid: PageGrid | None
+    issues: tuple[PageIssue, ...]
+    upside_down: bool = False
+
+
+def page_masks(gray: np.ndarray) -> PageMasks:
+    h, w = gray.shape
+    block = max(15, (w // 60) | 1)
+    ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 18)
+    horizontal = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (w // 30, 1)))
+    vertical = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, h // 70)))
+    return PageMasks(ink, horizontal, vertical)
+
+
+def _runs(profile: np.ndarray, threshold: float, join: int) -> list[tuple[int, int]]:
+    """[start, end) of the runs where profile >= threshold; runs closer than `join` are merged."""
+    idx = np.flatnonzero(profile >= threshold)
+    if not len(idx):
+        return []
+    runs = [[int(idx[0]), int(idx[0]) + 1]]
+    for i in idx[1:]:
+        if i - runs[-1][1] <= join:
+            runs[-1][1] = int(i) + 1
+        else:
+            runs.append([int(i), int(i) + 1])
+    return [(a, b) for a, b in runs]
+
+
+def find_blocks(masks: PageMasks) -> list[Box]:
+    """Grid blocks: large connected structures of ruled lines, top to bottom."""
+    h, w = masks.ink.shape
+    lines = cv2.dilate(masks.lines, np.ones((5, 5), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    blocks = [Box(int(x), int(y), int(x + bw), int(y + bh))
+              for x, y, bw, bh, _ in stats[1:] if bw >= 0.4 * w and bh >= 0.03 * h]
+    return sorted(blocks, key=lambda b: b.y0)
+
+
+def _choose_columns(xs: list[int], widths: np.ndarray) -> tuple[list[int], float, float]:
+    """The len(widths)+1 vertical lines that best fit the template's width shares.
+
+    Returns the lines, the misfit as printed and the misfit if the page were upside down.
+    """
+    need = len(widths) + 1
+    best: tuple[float, list[int], float] | None = None
+    inner = xs[1:-1]
+    for middle in combinations(inner, need - 2):
+        cand = [xs[0], *middle, xs[-1]]
+        share = np.diff(cand) / (cand[-1] - cand[0])
+        err, err_flipped = float(np.abs(share - widths).sum()), float(np.abs(share - widths[::-1]).sum())
+        if best is None or min(err, err_flipped) < min(best[0], best[2]):
+            best = (err, cand, err_flipped)
+    assert best is not None
+    return best[1], best[0], best[2]
+
+
+def _row_lines(masks: PageMasks, block: Box, xs: list[int]) -> list[int]:
+    """y of the ruled lines across the block: they cross the number column too, strike-outs don't."""
+    sub = masks.horizontal[block.y0:block.y1, xs[0]:xs[-1]] > 0
+    full = sub.mean(axis=1)
+    first = sub[:, : max(1, xs[1] - xs[0])].mean(axis=1)
+    profile = np.where(first >= 0.5, full, 0.0)
+    runs = _runs(profile, 0.55, join=2)
+    ys = [block.y0 + (a + b) // 2 for a, b in runs]
+    # Drop lines that cut a row in two much shorter rows (a strike-out through the number cell).
+    while len(ys) > 3:
+        gaps = np.diff(ys)
+        typical = float(np.median(gaps[1:])) if len(gaps) > 2 else float(np.median(gaps))
+        small = int(np.argmin(gaps[1:])) + 1 if len(gaps) > 1 else 0
+        if gaps[small] >= 0.6 * typical:
+            break
+        # remove whichever end of the short gap leaves the more regular rows
+        drop = small if small + 1 >= len(ys) - 1 or gaps[small + 1] + gaps[small] > typical * 1.4 else small + 1
+        ys.pop(drop if drop > 0 else 1)
+    return ys
+
+
+def _number_crop(gray: np.ndarray, box: Box) -> np.ndarray | None:
+    pad_x, pad_y = max(2, box.width // 12), max(2, box.height // 10)
+    crop = gray[box.y0 + pad_y:box.y1 - pad_y, box.x0 + pad_x:box.x1 - pad_x]
+    if crop.size == 0:
+        return None
+    ink = crop < 140
+    if ink.sum() < 6:
+        return None
+    ys, xs = np.nonzero(ink)
+    crop = crop[max(0, ys.min() - 2):ys.max() + 3, max(0, xs.min() - 2):xs.max() + 3]
+    scale = 36 / max(crop.shape[0], 1)  # printed digits read best at ~36 px high
+    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(crop, 12, 12, 12, 12, cv2.BORDER_CONSTANT, value=255)
+
+
+def read_number(gray: np.ndarray, box: Box, engine: OcrEngine) -> tuple[str, int | None]:
+    crop = _number_crop(gray, box)
+    if crop is None:
+        return "", None
+    text = engine.read_line(crop, whitelist=DIGITS).text.replace(" ", "")
+    return text, int(text) if text.isdigit() and len(text) <= 3 else None
+
+
+def fit_numbers(reads: list[list[int | None]], template: Template) -> tuple[int | None, list[list[int | None]], int]:
+    """Fit what was read in each block to the template's printed sequences.
+
+    Returns the sheet page, the number of every row (None where it cannot be placed) and how many
+    read numbers agree with the fit. Misreads are outvoted by their neighbours; real gaps in the
+    printed sequence (a row not printed) are kept because the sequence itself has them.
+    """
+    best: tuple[int, int | None, list[list[int | None]]] = (0, None, [[None] * len(r) for r in reads])
+    for page in template.pages:
+        grids = page.grids
+        if len(reads) > len(grids):
+            continue
+        for chosen in combinations(range(len(grids)), len(reads)):
+            total, numbers = 0, []
+            for found, g in zip(reads, chosen):
+                seq = grids[g]
+                if len(found) > len(seq):
+                    numbers.append([None] * len(found))
+                    continue
+                scores = [sum(1 for i, r in enumerate(found) if r == seq[k + i])
+                          for k in range(len(seq) - len(found) + 1)]
+                k = int(np.argmax(scores))
+                total += scores[k]
+                numbers.append(list(seq[k:k + len(found)]))
+            if total > best[0]:
+                best = (total, page.page, numbers)
+    return best[1], best[2], best[0]
+
+
+def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
+              masks: PageMasks | None = None) -> GridSearch:
+    gray = flat.pixels
+    masks = masks or page_masks(gray)
+    widths = np.array([c.width for c in template.columns])
+    found_blocks = find_blocks(masks)
+    h_count = len(_runs((masks.horizontal > 0).mean(axis=1), 0.3, 2))
+    v_count = len(_runs((masks.vertical > 0).mean(axis=0), 0.1, 2))
+    if not found_blocks:
+        return GridSearch(None, (PageIssue("page_no_grid", "no signature grid was found on this page",
+                                           "check that the page is a petition sheet and is not blank"),))
+    layouts: list[tuple[Box, list[int], list[int]]] = []
+    flipped_votes = 0
+    issues: list[PageIssue] = []
+    for block in found_blocks:
+        sub = masks.vertical[block.y0:block.y1, block.x0:block.x1] > 0
+        xs = [block.x0 + (a + b) // 2 for a, b in _runs(sub.mean(axis=0), 0.5, 2)]
+        if len(xs) < len(widths) + 1:
+            issues.append(PageIssue("block_columns", f"a grid block at y={block.y0} has {max(0, len(xs) - 1)} "
+                                    f"columns, the template has {len(widths)}"))
+            continue
+        xs, err, err_flipped = _choose_columns(xs, widths)
+        flipped_votes += 1 if err_flipped < err else -1
+        ys = _row_lines(masks, block, xs)
+        if len(ys) < 3:
+            issues.append(PageIssue("block_rows", f"a grid block at y={block.y0} has no rows"))
+            continue
+        layouts.append((block, xs, ys))
+    if flipped_votes > 0:
+        return GridSearch(None, (), upside_down=True)
+    if not layouts:
+        return GridSearch(None, tuple(issues) + (PageIssue(
+            "page_no_grid", "no grid block with the template's columns was found",
+            "check that the sheet matches the template (--template)"),))
+
+    reads: list[list[int | None]] = []
+    texts: list[list[str]] = []
+    for _, xs, ys in layouts:
+        block_reads, block_texts = [], []
+        for top, bottom in zip(ys[1:-1], ys[2:]):  # ys[0]..ys[1] is the header row
+            text, value = read_number(gray, Box(xs[0], top, xs[1], bottom), engine)
+            block_reads.append(value)
+            block_texts.append(text)
+        reads.append(block_reads)
+        texts.append(block_texts)
+    sheet_page, numbers, agree = fit_numbers(reads, template)
+    n_rows = sum(len(r) for r in reads)
+    if sheet_page is None or agree < max(2, n_rows // 4):
+        return GridSearch(None, tuple(issues) + (PageIssue(
+            "page_rows_unnumbered",
+            f"the printed row numbers could not be read ({agree} of {n_rows} rows agree with the template)",
+            "check the scan's quality; the page is not guessed"),))
+
+    blocks = []
+    keys = template.column_keys
+    for (_, xs, ys), block_numbers, block_reads, block_texts in zip(layouts, numbers, reads, texts):
+        rows = []
+        for i, (top, bottom) in enumerate(zip(ys[1:-1], ys[2:])):
+            number = block_numbers[i]
+            read = block_reads[i]
+            conf = 1.0 if read == number else (0.6 if read is None else 0.3)
+            cells = tuple((k, Box(xs[j], top, xs[j + 1], bottom)) for j, k in enumerate(keys))
+            rows.append(GridRow(number, block_texts[i], conf, cells))
+        blocks.append(GridBlock(Box(xs[0], ys[0], xs[-1], ys[-1]), tuple(rows)))
+    grid = PageGrid(tuple(blocks), sheet_page, (h_count, v_count))
+    expected = len(template.rows_on_page(sheet_page))
+    if len(grid.rows) != expected:
+        issues.append(PageIssue("page_rows_count", f"{len(grid.rows)} rows found, the template prints "
+                                f"{expected} on page {sheet_page}"))
+    return GridSearch(grid, tuple(issues))

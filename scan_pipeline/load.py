@@ -1,0 +1,177 @@
+"""Inputs to pages: expand folders, read PDFs (poppler), multi-page TIFFs, JPEGs (EXIF) and PNGs.
+
+`page_sha256` is the SHA-256 of the file's bytes joined with the page index, so it changes when a
+sheet is scanned again (new bytes) and not when the same file is processed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputFileError, MissingDependencyError
+from .records import PageImage, PageRef
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
+PDF_DPI = 300
+MAX_PIXELS = 120_000_000  # a page larger than this is a decompression bomb, not a scan
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    given_as: str  # the path as the user gave it (or as found under a given folder)
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[str]]:
+    """Files to read, in a stable order, and the inputs that do not exist.
+
+    A folder expands recursively to its files with a known suffix (any case), sorted by path;
+    other files in it are skipped silently. A file named directly is kept whatever its suffix,
+    so that a wrong file is reported rather than ignored.
+    """
+    files: list[InputFile] = []
+    missing: list[str] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            files.extend(InputFile(p, str(p)) for p in found)
+        elif path.is_file():
+            files.append(InputFile(path, given))
+        else:
+            missing.append(given)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, missing
+
+
+def page_hash(file_sha256: str, page_index: int) -> str:
+    return hashlib.sha256(f"{file_sha256}:{page_index}".encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_poppler() -> None:
+    if not shutil.which("pdftoppm") or not shutil.which("pdfinfo"):
+        raise MissingDependencyError("poppler (pdftoppm, pdfinfo) is not installed: PDFs cannot be read",
+                                     hint="apt-get install poppler-utils (or run `make install`)")
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("1", "L", "I;16", "I", "F", "P", "LA", "PA"):
+        if img.mode in ("P", "PA", "LA") and "transparency" in img.info or img.mode in ("LA", "PA"):
+            img = img.convert("RGBA")
+        else:
+            return np.asarray(img.convert("L"))
+    if img.mode == "RGBA":  # transparent pixels are paper, not ink
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        img = bg
+    return np.asarray(img.convert("RGB"))
+
+
+def _dpi(img: Image.Image, default: float) -> float:
+    dpi = img.info.get("dpi")
+    try:
+        value = float(dpi[0]) if dpi else default
+    except (TypeError, ValueError, IndexError):
+        value = default
+    return value if 50 <= value <= 1200 else default
+
+
+def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI) -> Iterator[PageImage]:
+    """Every page of one file. Raises InputFileError for the file or for a page, with the reason."""
+    path, given = item.path, item.given_as
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise InputFileError(f"cannot read the file: {exc.strerror or exc}", file=given,
+                             hint="check that the file exists and is readable") from exc
+    if path.stat().st_size == 0:
+        raise InputFileError("the file is empty (0 bytes)", file=given, hint="scan the sheet again")
+    with path.open("rb") as fh:
+        magic = fh.read(8)
+    if magic.startswith(b"%PDF") or path.suffix.lower() == ".pdf":
+        yield from _pdf_pages(path, given, digest, pdf_dpi)
+    else:
+        yield from _image_pages(path, given, digest)
+
+
+def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageImage]:
+    _check_poppler()
+    from pdf2image import convert_from_path, pdfinfo_from_path
+    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+    try:
+        info = pdfinfo_from_path(str(path))
+        count = int(info["Pages"])
+    except (PDFPageCountError, PDFSyntaxError, KeyError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        if "Incorrect password" in str(exc) or "encrypted" in str(exc).lower():
+            raise InputFileError("the PDF is encrypted", file=given,
+                                 hint="save it again without a password, then process it") from exc
+        raise InputFileError(f"not a readable PDF ({reason})", file=given,
+                             hint="open it in a PDF viewer; if it does not open, scan the sheet again") from exc
+    for index in range(count):
+        try:
+            images = convert_from_path(str(path), dpi=dpi, first_page=index + 1, last_page=index + 1,
+                                       grayscale=False, timeout=120)
+        except Exception as exc:  # poppler's errors come as many types; the page is reported
+            raise InputFileError(f"poppler could not render the page: {exc}", file=given, page=index + 1,
+                                 hint="open the PDF in a viewer; export this page as an image") from exc
+        if not images:
+            raise InputFileError("poppler rendered nothing for this page", file=given, page=index + 1)
+        yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), _to_array(images[0]), float(dpi))
+
+
+def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputFileError(f"the image is too large (over {MAX_PIXELS // 1_000_000} million pixels)",
+                             file=given, hint="scan at 300 dpi or less") from None
+    except UnidentifiedImageError:
+        raise InputFileError("not an image this program can read", file=given,
+                             hint="scan the sheet as PDF, TIFF, JPEG or PNG") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputFileError(f"the image is damaged or truncated ({exc})", file=given,
+                             hint="scan the sheet again") from exc
+    index = 0
+    while True:
+        try:
+            img.seek(index)
+            frame = ImageOps.exif_transpose(img) if index == 0 else img.copy()
+            pixels = _to_array(frame)
+        except EOFError:
+            return
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputFileError(f"the page is damaged ({exc})", file=given, page=index + 1,
+                                 hint="scan the sheet again") from exc
+        yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), pixels, _dpi(frame, 300.0))
+        index += 1
+        if not getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) <= index:
+            return

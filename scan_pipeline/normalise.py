@@ -1,0 +1,156 @@
+"""Page normalisation: gray, flat lighting, page outline of photos, quarter turns and deskew.
+
+The output is an upright gray page in which ruled lines are horizontal and vertical. Every step
+keeps the 3x3 transform from the source image, so that boxes found on the flat page can be drawn
+back on the scan.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .records import FlatPage, PageImage
+
+PHOTO_DPI = 200  # a photographed page is warped flat at this resolution
+MAX_DPI = 300  # pages scanned finer are reduced: recognition does not need more
+
+
+def _as_gray(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels
+
+
+def flatten_light(gray: np.ndarray) -> np.ndarray:
+    """Divide by the paper's brightness so shadows and tints become white paper."""
+    small = cv2.resize(gray, None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA)
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
+    paper = cv2.GaussianBlur(paper, (0, 0), 2)
+    paper = cv2.resize(paper, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    flat = gray.astype(np.float32) / np.maximum(paper.astype(np.float32), 1.0) * 255.0
+    return np.clip(flat, 0, 255).astype(np.uint8)
+
+
+def _order_corners(pts: np.ndarray) -> np.ndarray:
+    """Top-left, top-right, bottom-right, bottom-left."""
+    s = pts.sum(axis=1)
+    d = np.diff(pts, axis=1)[:, 0]
+    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
+
+
+def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
+    """The four corners of a sheet lying on a darker background, or None for a scan."""
+    scale = 800 / max(gray.shape)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (5, 5), 0)
+    _, mask = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    page = max(contours, key=cv2.contourArea)
+    share = cv2.contourArea(page) / mask.size
+    if not 0.2 < share < 0.93:
+        return None
+    # a background must really surround the page: dark on every side of it
+    if (small[mask == 0].mean() if (mask == 0).any() else 255) > small[mask > 0].mean() * 0.8:
+        return None
+    approx = cv2.approxPolyDP(page, 0.02 * cv2.arcLength(page, True), True)
+    pts = approx.reshape(-1, 2).astype(np.float32) if len(approx) == 4 else cv2.boxPoints(cv2.minAreaRect(page))
+    return _order_corners(np.asarray(pts, np.float32)) / scale
+
+
+def warp_page(gray: np.ndarray, corners: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:
+    """Warp the outlined sheet to an upright rectangle of the paper's aspect (height / width)."""
+    tl, tr, br, bl = corners
+    width_px = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    height_px = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    if width_px > height_px:  # the sheet lies sideways: start from its top-left as read
+        corners = np.array([bl, tl, tr, br], np.float32)
+    out_w = int(round(PHOTO_DPI * 8.27))
+    out_h = int(round(out_w * aspect))
+    dst = np.array([[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], np.float32)
+    H = cv2.getPerspectiveTransform(corners.astype(np.float32), dst)
+    flat = cv2.warpPerspective(gray, H, (out_w, out_h), flags=cv2.INTER_CUBIC, borderValue=255)
+    return flat, H
+
+
+def estimate_skew(gray: np.ndarray, max_degrees: float = 10.0) -> float:
+    """Skew in degrees (positive: lines go up to the right) from the page's long straight lines.
+
+    A standard Hough transform restricted to near-horizontal angles: the ruled lines and the text
+    baselines vote; the strongest lines give the angle to 0.05 degree.
+    """
+    scale = 1200 / gray.shape[1]
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ink = cv2.adaptiveThreshold(small, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15)
+    # thin horizontal-ish runs only: cuts the votes of handwriting and noise
+    ink = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
+    lines = cv2.HoughLines(ink, 1, np.radians(0.05), threshold=int(small.shape[1] * 0.25),
+                           min_theta=np.radians(90 - max_degrees), max_theta=np.radians(90 + max_degrees))
+    coarse = 0.0 if lines is None else float(90.0 - np.degrees(np.median(lines[:12, 0, 1])))
+    # Refine: the angle at which the ink's row profile is sharpest (lines fall in fewest rows).
+    ys, xs = np.nonzero(ink)
+    if len(xs) < 100:
+        return coarse
+    best, best_score = coarse, -1.0
+    for angle in np.arange(coarse - 0.3, coarse + 0.3001, 0.02):
+        t = np.radians(angle)
+        rows = np.round(ys + xs * np.tan(t)).astype(np.int64)
+        counts = np.bincount(rows - rows.min())
+        score = float(np.dot(counts, counts))
+        if score > best_score:
+            best, best_score = float(angle), score
+    return best
+
+
+def rotate(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate counter-clockwise by `degrees` about the centre, keeping the size; white fill."""
+    h, w = gray.shape
+    if degrees % 360 == 180:
+        return np.ascontiguousarray(gray[::-1, ::-1]), np.array([[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1.0]])
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    out = cv2.warpAffine(gray, M, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
+    return out, np.vstack([M, [0, 0, 1]])
+
+
+def quarter_turn(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Turn a landscape image a quarter clockwise."""
+    h, w = gray.shape
+    return np.ascontiguousarray(np.rot90(gray, k=-1)), np.array([[0, -1, h - 1], [1, 0, 0], [0, 0, 1.0]])
+
+
+def normalise_page(page: PageImage, paper_aspect: float = 297 / 210) -> FlatPage:
+    gray = _as_gray(page.pixels)
+    H = np.eye(3)
+    dpi = page.dpi
+    if dpi > MAX_DPI:
+        f = MAX_DPI / dpi
+        gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        H = np.diag([f, f, 1.0]) @ H
+        dpi = MAX_DPI
+    corners = find_page_outline(gray)
+    photo = corners is not None
+    rotation = 0
+    if photo:
+        gray, W = warp_page(gray, corners, paper_aspect)
+        H = W @ H
+        dpi = PHOTO_DPI
+    elif gray.shape[1] > gray.shape[0] * 1.15:
+        gray, R = quarter_turn(gray)
+        H = R @ H
+        rotation = 90
+    gray = flatten_light(gray)
+    skew = estimate_skew(gray)
+    if abs(skew) > 0.02:
+        gray, R = rotate(gray, -skew)
+        H = R @ H
+    return FlatPage(ref=page.ref, pixels=gray, dpi=dpi, rotation=rotation, skew_deg=skew,
+                    transform=tuple(tuple(float(v) for v in row) for row in H), photo=photo)
+
+
+def turn_upside_down(flat: FlatPage) -> FlatPage:
+    gray, R = rotate(flat.pixels, 180)
+    H = R @ np.array(flat.transform)
+    return FlatPage(ref=flat.ref, pixels=gray, dpi=flat.dpi, rotation=(flat.rotation + 180) % 360,
+                    skew_deg=flat.skew_deg, transform=tuple(tuple(float(v) for v in row) for row in H),
+                    photo=flat.photo)

@@ -1,0 +1,477 @@
+"""The ground-truth generator: filled petition sheets, scanned or photographed, with their truth.
+
+Everything here is invented: names are drawn at random from lists of common French names, postal
+codes from the real list, digits from the MNIST training digits set aside for the generator
+(never those a model trains on). Sheets vary the way sheets printed by many groups vary: scale,
+margins, column widths, row heights; then they are written by hand (fonts, real digit images,
+scribbled signatures) and degraded (resolution, rotation, upside-down, gray, bilevel, noise,
+phone photos in perspective on a table).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import unicodedata
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import MissingDependencyError, OutputError
+from .records import Box
+from .sheet import PageLayout, SheetStyle, render_page
+from .template import Template
+
+MODES = ("scan", "gray", "bilevel", "photo")
+FORMATS = ("pdf", "png", "jpg", "tiff")
+GENERATOR_VERSION = 1
+
+# Debian packages: fonts-dkg-handwriting fonts-breip fonts-humor-sans fonts-rufscript
+# fonts-comic-neue fonts-dancingscript
+HANDWRITING_FONTS = (
+    "truetype/fifthhorseman/dkg.ttf", "truetype/fifthhorseman/dkgBd.ttf", "truetype/fifthhorseman/dkgIt.ttf",
+    "truetype/breip/Breip.ttf", "truetype/humor-sans/Humor-Sans.ttf", "truetype/rufscript/Rufscript010.ttf",
+    "opentype/comic-neue/ComicNeue-Regular.otf", "opentype/comic-neue/ComicNeue-Italic.otf",
+    "opentype/comic-neue/ComicNeue-Light.otf", "opentype/dancingscript/DancingScript-Regular.otf",
+    "opentype/dancingscript/DancingScript-Bold.otf",
+)
+FONT_PACKAGES = ("fonts-dkg-handwriting fonts-breip fonts-humor-sans fonts-rufscript "
+                 "fonts-comic-neue fonts-dancingscript")
+
+INKS = ((25, 35, 140), (20, 20, 28), (15, 30, 95), (40, 40, 60))
+
+
+@lru_cache(maxsize=1)
+def handwriting_fonts() -> tuple[str, ...]:
+    found = tuple(p for rel in HANDWRITING_FONTS for p in glob.glob(f"/usr/share/fonts/{rel}"))
+    if not found:
+        raise MissingDependencyError(
+            "no handwriting font is installed, the generator cannot write names",
+            hint=f"apt-get install {FONT_PACKAGES} (or run `make install`)")
+    return found
+
+
+@cache
+def _hfont(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+@cache
+def _covers(path: str, text: str) -> bool:
+    """Whether the font has a glyph for every character (some lack accents)."""
+    font = _hfont(path, 32)
+    notdef = np.asarray(font.getmask("\ue000"))
+    return all(ch == " " or not np.array_equal(np.asarray(font.getmask(ch)), notdef) for ch in set(text))
+
+
+@lru_cache(maxsize=1)
+def _names() -> dict[str, list[str]]:
+    return json.loads(resources.files("scan_pipeline").joinpath("data/synth_names.json").read_text("utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    with resources.files("scan_pipeline").joinpath("data/digits_generator.npz").open("rb") as fh:
+        data = np.load(fh)
+        return data["images"], data["labels"]
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    given: str
+    surname: str
+    postal_code: str
+
+    @property
+    def canonical(self) -> str:
+        """The name as the ledger writes it: NOM Prénom."""
+        return f"{self.surname.upper()} {self.given}"
+
+
+def strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+
+
+# --- drawing ink -----------------------------------------------------------------------------
+
+def _blend(canvas: np.ndarray, alpha: np.ndarray, x: int, y: int, ink: tuple[int, int, int]) -> None:
+    """Composite an ink mask (0..1) onto the RGB canvas at (x, y), clipped to the canvas."""
+    h, w = alpha.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x0 >= x1 or y0 >= y1:
+        return
+    a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None]
+    region = canvas[y0:y1, x0:x1].astype(np.float32)
+    canvas[y0:y1, x0:x1] = (region * (1 - a) + np.array(ink, np.float32) * a).astype(np.uint8)
+
+
+def _text_mask(text: str, font_path: str, size: int, angle: float, stroke: int) -> np.ndarray:
+    font = _hfont(font_path, size)
+    x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke)
+    img = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
+    ImageDraw.Draw(img).text((2 - x0, 2 - y0), text, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    if angle:
+        img = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def write_text(canvas: np.ndarray, box: Box, text: str, rng: np.random.Generator, ink: tuple[int, int, int],
+               font_path: str) -> None:
+    cap = box.height * rng.uniform(0.42, 0.62)
+    size = max(8, int(cap * 1.35))
+    stroke = int(rng.integers(0, 2)) if size > 30 else 0
+    angle = float(rng.normal(0, 1.2))
+    mask = _text_mask(text, font_path, size, angle, stroke)
+    limit = box.width * rng.uniform(0.8, 0.95)
+    if mask.shape[1] > limit:  # people write smaller when the cell is short
+        scale = limit / mask.shape[1]
+        mask = cv2.resize(mask, (max(1, int(mask.shape[1] * scale)), max(1, int(mask.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    x = box.x0 + int(rng.uniform(0.02, 0.12) * box.width)
+    x = min(x, box.x1 - mask.shape[1] - 2) if mask.shape[1] < box.width else box.x0
+    y = box.y0 + (box.height - mask.shape[0]) // 2 + int(rng.normal(0, box.height * 0.06))
+    _blend(canvas, mask, x, y, ink)
+
+
+def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Generator,
+                 ink: tuple[int, int, int]) -> None:
+    """Write a postal code with real handwritten digit images (MNIST, generator part)."""
+    images, labels = _digits()
+    h = int(box.height * rng.uniform(0.5, 0.72))
+    x = box.x0 + int(box.width * rng.uniform(0.04, 0.15))
+    gap_base = rng.uniform(0.0, 0.3)
+    parts = []
+    for ch in written:
+        if ch == " ":
+            parts.append(None)
+            continue
+        pool = np.flatnonzero(labels == int(ch))
+        digit = images[rng.choice(pool)].astype(np.float32) / 255.0
+        ys, xs = np.nonzero(digit > 0.2)
+        digit = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        w = max(2, int(digit.shape[1] * h / digit.shape[0]))
+        parts.append(np.clip(cv2.resize(digit, (w, h), interpolation=cv2.INTER_LINEAR) * 1.3, 0, 1))
+    total = sum(p.shape[1] if p is not None else h // 2 for p in parts) + len(parts) * gap_base * h * 0.5
+    if x + total > box.x1:  # shrink to fit the cell
+        scale = (box.x1 - box.x0) * 0.9 / total
+        parts = [None if p is None else cv2.resize(p, (max(2, int(p.shape[1] * scale)), max(2, int(h * scale))))
+                 for p in parts]
+        h = int(h * scale)
+        x = box.x0 + 2
+    for part in parts:
+        if part is None:
+            x += h // 2
+            continue
+        y = box.y0 + (box.height - part.shape[0]) // 2 + int(rng.normal(0, box.height * 0.04))
+        _blend(canvas, part, x, y, ink)
+        x += part.shape[1] + int(h * (gap_base + rng.uniform(-0.08, 0.12)) * 0.5)
+
+
+def write_signature(canvas: np.ndarray, box: Box, rng: np.random.Generator, ink: tuple[int, int, int],
+                    thickness: int) -> None:
+    """A scribbled signature, sometimes crossing the cell's lines."""
+    n = int(rng.integers(5, 12))
+    xs = np.sort(rng.uniform(0.08, 0.92, n)) + rng.normal(0, 0.05, n)
+    spill = 0.25 if rng.random() < 0.15 else 0.0
+    ys = rng.uniform(0.2 - spill, 0.8 + spill, n)
+    t = np.linspace(0, n - 1, n * 12)
+    px = np.interp(t, np.arange(n), xs) * box.width + box.x0
+    py = (np.interp(t, np.arange(n), ys) + 0.08 * np.sin(t * rng.uniform(2, 5))) * box.height + box.y0
+    pts = np.stack([px, py], axis=1).astype(np.int32)
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.polylines(mask, [pts], False, 255, thickness, cv2.LINE_AA)
+    if rng.random() < 0.5:  # an underline or flourish
+        y = int(box.y0 + box.height * rng.uniform(0.65, 0.85))
+        cv2.line(mask, (int(px.min()), y), (int(px.max()), y + int(rng.normal(0, 3))), 255, thickness, cv2.LINE_AA)
+    ys_, xs_ = np.nonzero(mask)
+    if len(xs_):
+        sub = mask[ys_.min():ys_.max() + 1, xs_.min():xs_.max() + 1].astype(np.float32) / 255.0
+        _blend(canvas, sub, int(xs_.min()), int(ys_.min()), ink)
+
+
+def strike_row(canvas: np.ndarray, boxes: dict[str, Box], rng: np.random.Generator, ink: tuple[int, int, int],
+               thickness: int) -> None:
+    """A signature withdrawn: a line through the row, or a cross over it."""
+    left, right = boxes["name"], boxes["signature"]
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    if rng.random() < 0.7:
+        y0 = left.y0 + int(left.height * rng.uniform(0.3, 0.7))
+        y1 = right.y0 + int(right.height * rng.uniform(0.3, 0.7))
+        cv2.line(mask, (left.x0 + int(rng.uniform(0, 0.1) * left.width), y0),
+                 (right.x1 - int(rng.uniform(0, 0.1) * right.width), y1), 255, thickness + 1, cv2.LINE_AA)
+    else:
+        cv2.line(mask, (left.x0, left.y0), (right.x1, right.y1), 255, thickness, cv2.LINE_AA)
+        cv2.line(mask, (left.x0, left.y1), (right.x1, right.y0), 255, thickness, cv2.LINE_AA)
+    _blend(canvas, mask.astype(np.float32) / 255.0, 0, 0, ink)
+
+
+# --- degrading -----------------------------------------------------------------------------
+
+def _transform_box(box: Box, H: np.ndarray) -> list[int]:
+    corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]], np.float64)
+    pts = cv2.perspectiveTransform(corners[None], H)[0]
+    return [int(round(pts[:, 0].min())), int(round(pts[:, 1].min())),
+            int(round(pts[:, 0].max())), int(round(pts[:, 1].max()))]
+
+
+def _rotate(img: np.ndarray, angle: float, upside_down: bool, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = img.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), angle + (180 if upside_down else 0), 1.0)
+    out = cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderValue=(fill, fill, fill))
+    return out, np.vstack([M, [0, 0, 1]])
+
+
+def _noise(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    noisy = img.astype(np.float32) + rng.normal(0, sigma, img.shape[:2])[..., None]
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def _speckle(gray: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    n = int(gray.size * amount)
+    ys, xs = rng.integers(0, gray.shape[0], n), rng.integers(0, gray.shape[1], n)
+    gray[ys, xs] = rng.choice([0, 255], n, p=[0.3, 0.7]).astype(np.uint8)
+    return gray
+
+
+def _photo(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Put the page on a table, light it unevenly and photograph it in perspective."""
+    h, w = img.shape[:2]
+    # uneven light: a soft gradient and a darker corner
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = rng.uniform(-0.35, 0.35, 2)
+    light = 1.0 - np.abs(gx) * 0.3 - np.abs(gy) * 0.3 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
+    light = np.clip(light, 0.5, 1.05) * rng.uniform(0.85, 1.0)
+    page = np.clip(img.astype(np.float32) * light[..., None], 0, 255).astype(np.uint8)
+    page_h_out = rng.uniform(1170, 1700)  # ~100-145 dpi across the page
+    out_h = int(page_h_out / rng.uniform(0.80, 0.9))
+    out_w = int(out_h * 0.75)
+    scale = page_h_out / h
+    pw, ph = w * scale, h * scale
+    cx, cy = out_w / 2 + rng.normal(0, out_w * 0.02), out_h / 2 + rng.normal(0, out_h * 0.02)
+    rect = np.array([[-pw / 2, -ph / 2], [pw / 2, -ph / 2], [pw / 2, ph / 2], [-pw / 2, ph / 2]])
+    a = np.deg2rad(rng.uniform(-6, 6))
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    quad = rect @ rot.T
+    # perspective: the far edge shrinks (a tilt of up to ~15 degrees), corners jitter
+    tilt = rng.uniform(0, 0.12)
+    quad[0:2, 0] *= 1 - tilt if rng.random() < 0.7 else 1
+    quad += rng.normal(0, pw * 0.012, quad.shape)
+    quad += [cx, cy]
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    H = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
+    base = np.array(rng.choice([(120, 90, 60), (70, 70, 75), (150, 140, 125), (40, 45, 50)]), np.float32)
+    background = np.clip(base + rng.normal(0, 12, (out_h, out_w, 1)), 0, 255).astype(np.uint8)
+    background = cv2.GaussianBlur(background, (0, 0), 3)
+    warped = cv2.warpPerspective(page, H, (out_w, out_h), flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), H, (out_w, out_h))
+    out = np.where(mask[..., None] > 127, warped, background)
+    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.0))
+    return _noise(out, rng, rng.uniform(2, 5)), H
+
+
+# --- sheets ------------------------------------------------------------------------------------
+
+@dataclass
+class _People:
+    rng: np.random.Generator
+    codes: tuple[str, ...]
+    seen: list[Person]
+    repeat_share: float = 0.1
+
+    def next(self) -> tuple[Person, bool]:
+        if self.seen and self.rng.random() < self.repeat_share:
+            return self.seen[int(self.rng.integers(len(self.seen)))], True
+        names = _names()
+        given = str(self.rng.choice(names["given_names"]))
+        surname = str(self.rng.choice(names["surnames"]))
+        person = Person(f"p{len(self.seen) + 1:05d}", given, surname, str(self.rng.choice(self.codes)))
+        self.seen.append(person)
+        return person, False
+
+
+def _style(rng: np.random.Generator, template: Template) -> SheetStyle:
+    widths = np.array([c.width for c in template.columns]) * rng.uniform(0.85, 1.15, len(template.columns))
+    return SheetStyle(
+        scale=float(rng.uniform(0.88, 1.0)),
+        margin_left_mm=float(template.margin_mm + rng.uniform(-4, 4)),
+        margin_top_mm=float(template.margin_mm + rng.uniform(-4, 6)),
+        column_widths=tuple(float(w) for w in widths / widths.sum()),
+        row_height_factor=float(rng.uniform(0.85, 1.1)),
+        text_pt=float(rng.uniform(8.5, 10.0)),
+        line_px=float(rng.uniform(0.2, 0.5)),
+    )
+
+
+def _written_name(person: Person, rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.4:
+        return f"{person.surname.upper()} {person.given}"
+    if r < 0.7:
+        return f"{person.surname} {person.given}".upper()
+    if r < 0.9:
+        return f"{person.surname} {person.given}"
+    return f"{person.given} {person.surname}"
+
+
+def _written_code(code: str, rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.08:
+        return f"{code[:2]} {code[2:]}"
+    if r < 0.11 and code.startswith("0"):
+        return code[1:]  # the leading zero dropped
+    return code
+
+
+def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng: np.random.Generator,
+              people: _People, fill_to: float) -> tuple[np.ndarray, PageLayout, list[dict[str, Any]]]:
+    """Render a page of the sheet and write on it. Returns RGB pixels, layout, truth rows."""
+    blank, layout = render_page(template, page, dpi, style)
+    canvas = np.repeat(np.asarray(blank)[..., None], 3, axis=2).copy()
+    keys = template.column_keys
+    rows_truth = []
+    all_rows = [(n, cells) for block in layout.blocks for n, cells in zip(block.rows, block.cells)]
+    last_written = int(round(len(all_rows) * fill_to))
+    fonts = handwriting_fonts()
+    thickness = max(2, int(round(dpi / 110)))
+    for i, (number, cells) in enumerate(all_rows):
+        boxes = dict(zip(keys, cells))
+        truth: dict[str, Any] = {"row_number": number, "written": False, "name": "", "name_written": "",
+                                 "postal_code": "", "postal_written": "", "signature": "empty", "person_id": "",
+                                 "repeat": False}
+        if i < last_written and rng.random() > 0.04:
+            person, repeat = people.next()
+            ink = INKS[int(rng.integers(len(INKS)))]
+            name_text = _written_name(person, rng)
+            candidates = [f for f in fonts if _covers(f, name_text)]
+            write_text(canvas, boxes["name"], name_text, rng, ink, str(rng.choice(candidates)))
+            code_text = _written_code(person.postal_code, rng)
+            write_digits(canvas, boxes["postal_code"], code_text, rng, ink)
+            r = rng.random()
+            state = "signed" if r < 0.92 else ("struck" if r < 0.97 else "empty")
+            if state != "empty":
+                write_signature(canvas, boxes["signature"], rng, ink, thickness)
+            if state == "struck":
+                strike_row(canvas, boxes, rng, ink, thickness)
+            truth.update(written=True, name=person.canonical, name_written=name_text,
+                         postal_code=person.postal_code, postal_written=code_text, signature=state,
+                         person_id=person.person_id, repeat=repeat)
+        truth["cells"] = {k: [b.x0, b.y0, b.x1, b.y1] for k, b in boxes.items()}
+        rows_truth.append(truth)
+    return canvas, layout, rows_truth
+
+
+def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray, dict]:
+    """Scan or photograph a page. Returns the image, the 3x3 transform of page pixels, and facts."""
+    facts: dict[str, Any] = {"rotation_deg": 0.0, "upside_down": False}
+    if mode == "photo":
+        out, H = _photo(canvas, rng)
+        return Image.fromarray(out), H, facts
+    limit = {"scan": 5.0, "gray": 3.0, "bilevel": 2.0}[mode]
+    angle = float(rng.uniform(-limit, limit)) if rng.random() < 0.8 else 0.0
+    upside_down = bool(rng.random() < 0.12)
+    facts.update(rotation_deg=round(angle, 3), upside_down=upside_down)
+    tint = rng.uniform(235, 255)
+    paper = np.clip(canvas.astype(np.float32) * (tint / 255.0), 0, 255).astype(np.uint8)
+    out, H = _rotate(paper, angle, upside_down, int(tint))
+    if mode == "scan":
+        out = _noise(out, rng, rng.uniform(1.5, 5))
+        return Image.fromarray(out), H, facts
+    gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    gray = _noise(gray[..., None], rng, rng.uniform(2, 8))[..., 0]
+    if rng.random() < 0.5:
+        gray = cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.4, 0.9))
+    if mode == "gray":
+        return Image.fromarray(gray), H, facts
+    bw = np.where(gray > rng.uniform(140, 185), 255, 0).astype(np.uint8)
+    bw = _speckle(bw, rng, rng.uniform(0.0, 0.0008))
+    return Image.fromarray(bw).convert("1", dither=Image.Dither.NONE), H, facts
+
+
+def _dpi_for(mode: str, rng: np.random.Generator) -> int:
+    if mode == "photo":
+        return 200  # rendered at 200 dpi, then photographed down to ~100-145 dpi across the page
+    return int(rng.choice([150, 200, 240, 300], p=[0.15, 0.3, 0.2, 0.35]))
+
+
+def _save(images: list[Image.Image], path: Path, fmt: str, dpi: float) -> None:
+    if fmt == "pdf":
+        pages = [im if im.mode in ("1", "L", "RGB") else im.convert("RGB") for im in images]
+        pages[0].save(path, "PDF", resolution=dpi, save_all=True, append_images=pages[1:])
+    elif fmt == "tiff":
+        compression = "group4" if all(im.mode == "1" for im in images) else "tiff_lzw"
+        images[0].save(path, "TIFF", compression=compression, save_all=True, append_images=images[1:],
+                       dpi=(dpi, dpi))
+    elif fmt == "jpg":
+        img = images[0].convert("L") if images[0].mode == "1" else images[0]
+        img.save(path, "JPEG", quality=85, dpi=(int(dpi), int(dpi)))
+    else:
+        images[0].save(path, "PNG", dpi=(int(dpi), int(dpi)))
+
+
+def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple[str, ...] = MODES,
+             formats: tuple[str, ...] = FORMATS, postal_codes: tuple[str, ...] | None = None,
+             progress: Any = None) -> dict[str, Any]:
+    """Write `sheets` filled sheets into `out` and `out/truth.json`; return the truth."""
+    if postal_codes is None:
+        from .postal import load_postal_list
+        postal_codes = tuple(load_postal_list().codes)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out}: {exc.strerror or exc}",
+                          hint="choose a folder you can write to") from exc
+    rng = np.random.default_rng(seed)
+    people = _People(rng, postal_codes, [])
+    truth: dict[str, Any] = {"generator": {"version": GENERATOR_VERSION, "seed": seed, "sheets": sheets,
+                                           "modes": list(modes), "formats": list(formats),
+                                           "template": template.id}, "files": []}
+    for s in range(sheets):
+        mode = modes[s % len(modes)]
+        fmt = formats[(s // len(modes) + s) % len(formats)]
+        style = _style(rng, template)
+        dpi = _dpi_for(mode, rng)
+        fill_to = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))
+        pages = []
+        for p in template.pages:
+            canvas, _, rows = fill_page(template, p.page, dpi, style, rng, people,
+                                        fill_to if p.page == len(template.pages) else 1.0)
+            image, H, facts = degrade(canvas, mode, rng)
+            for row in rows:
+                row["cells"] = {k: _transform_box(Box(*b), H) for k, b in row["cells"].items()}
+            pages.append((image, {"sheet_page": p.page, "dpi": dpi, "pixel_size": list(image.size),
+                                  **facts, "rows": rows}))
+        if rng.random() < 0.3:
+            pages.reverse()  # pages come in any order: the pipeline tells them by their row numbers
+        token = rng.integers(0, 16 ** 6, len(pages))
+        if fmt in ("pdf", "tiff"):
+            groups = [(f"sheet-{s + 1:03d}-{token[0]:06x}.{'tif' if fmt == 'tiff' else fmt}", pages)]
+        else:
+            groups = [(f"sheet-{s + 1:03d}-{t:06x}.{fmt}", [pg]) for t, pg in zip(token, pages)]
+        for name, group in groups:
+            path = out / name
+            image_dpi = group[0][0].width / (template.paper_mm[0] / 25.4) if mode == "photo" else dpi
+            try:
+                _save([im for im, _ in group], path, fmt, image_dpi)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            truth["files"].append({"file": name, "sheet": s + 1, "mode": mode, "format": fmt,
+                                   "pages": [{"page": i + 1, **info} for i, (_, info) in enumerate(group)]})
+        if progress:
+            progress(s + 1)
+    write_truth(out / "truth.json", truth)
+    return truth
+
+
+def write_truth(path: Path, truth: dict[str, Any]) -> None:
+    buf = io.StringIO()
+    json.dump(truth, buf, ensure_ascii=False, indent=1)
+    path.write_text(buf.getvalue() + "\n", encoding="utf-8")

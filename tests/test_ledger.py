@@ -1,0 +1,539 @@
+"""The ledger contract: columns, CSV form, appends, deduplication, locking and sidecars."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from scan_pipeline import ledger as L
+from scan_pipeline.errors import LedgerError, OutputError
+from scan_pipeline.records import EMPTY_FIELD, FieldReading, PageIssue, PageRef, PageResult, RowReading
+
+PNG = b"\x89PNG\r\n\x1a\n"  # any bytes will do: the ledger never decodes crops
+
+EXPECTED_COLUMNS = (
+    "signature_id", "source_file", "page", "row_number", "name", "name_ocr", "name_confidence",
+    "postal_code", "postal_code_ocr", "postal_confidence", "postal_valid", "commune", "signature",
+    "status", "flags", "duplicate_of", "page_sha256", "processed_at", "reviewed_by", "reviewed_at",
+)
+T0 = "2026-11-23T15:00:00Z"
+T1 = "2026-11-23T16:00:00Z"
+T2 = "2026-11-24T08:30:00Z"
+
+
+def sha(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def field(value: str, confidence: float = 0.9, alternatives: tuple[str, ...] = ()) -> FieldReading:
+    return FieldReading(value=value, raw=value, confidence=confidence, band="accept",
+                        alternatives=alternatives)
+
+
+def row(number: int, name: str = "Marie Dupont", postal: str = "01000", *, flags: tuple[str, ...] = (),
+        signature: str = "signed", commune: str = "BOURG-EN-BRESSE", crops: bool = True) -> RowReading:
+    return RowReading(
+        row_number=number,
+        name=field(name, 0.87, alternatives=(name.upper(),)) if name else EMPTY_FIELD,
+        postal=field(postal, 0.95, alternatives=("01001",)) if postal else EMPTY_FIELD,
+        postal_valid=bool(postal),
+        commune=commune if postal else "",
+        signature=signature,  # type: ignore[arg-type]
+        flags=flags,
+        crops_png=(("nom", PNG + f"name{number}".encode()), ("code_postal", PNG + f"cp{number}".encode()))
+        if crops else (),
+    )
+
+
+def blank(number: int) -> RowReading:
+    return RowReading(row_number=number, name=EMPTY_FIELD, postal=EMPTY_FIELD, postal_valid=False,
+                      commune="", signature="empty")
+
+
+def page(seed: str, rows: tuple[RowReading, ...], source: str = "scans/lot1.pdf",
+         number: int = 1) -> PageResult:
+    return PageResult(ref=PageRef(source_file=source, page=number, page_sha256=sha(seed)), rows=rows)
+
+
+def ledger_dict(i: int, *, name: str = "Marie Dupont", postal: str = "01000", processed_at: str = T0,
+                source: str = "a.pdf", page_no: int = 1, row_number: int | None = None,
+                status: str = "ok", flags: str = "") -> dict[str, str]:
+    """A valid ledger row built directly, for frame-level tests."""
+    digest = sha(f"row-{i}")
+    number = i + 1 if row_number is None else row_number
+    return {
+        "signature_id": L.signature_id(digest, number), "source_file": source, "page": str(page_no),
+        "row_number": str(number), "name": name, "name_ocr": name, "name_confidence": "0.900",
+        "postal_code": postal, "postal_code_ocr": postal, "postal_confidence": "0.950",
+        "postal_valid": "true", "commune": "", "signature": "signed", "status": status, "flags": flags,
+        "duplicate_of": "", "page_sha256": digest, "processed_at": processed_at, "reviewed_by": "",
+        "reviewed_at": "",
+    }
+
+
+def frame(rows: list[dict[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(L.LEDGER_COLUMNS), dtype=str)
+
+
+# --- the contract ---------------------------------------------------------------------------------
+
+
+def test_columns_and_schema_agree() -> None:
+    assert EXPECTED_COLUMNS == L.LEDGER_COLUMNS
+    schema = L.load_schema()
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert tuple(schema["properties"]) == L.LEDGER_COLUMNS
+    assert tuple(schema["required"]) == L.LEDGER_COLUMNS
+    assert schema["additionalProperties"] is False
+    for name, prop in schema["properties"].items():
+        assert prop["type"] == "string", name
+        assert prop["title"] and prop["description"], name
+    assert L.load_schema() is schema  # cached
+
+
+@pytest.mark.parametrize(("column", "good", "bad"), [
+    ("signature_id", "0123456789abcdef-07", "0123456789abcdef-7"),
+    ("page", "12", "0"),
+    ("row_number", "3", "03"),
+    ("name_confidence", "1.000", "0.87"),
+    ("postal_code", "", "1000"),
+    ("postal_code", "01000", "2A004"),
+    ("postal_valid", "false", "True"),
+    ("signature", "struck", "crossed"),
+    ("status", "corrected", "done"),
+    ("flags", "name_low_confidence;row_overlap", "low_confidence"),
+    ("flags", "", "name_x;"),
+    ("page_sha256", sha("x"), sha("x").upper()),
+    ("processed_at", "2026-11-23T15:00:00Z", "2026-11-23 15:00:00"),
+    ("reviewed_at", "2026-11-24T09:30:00+01:00", "yesterday"),
+])
+def test_schema_patterns(column: str, good: str, bad: str) -> None:
+    validator = Draft202012Validator(L.load_schema())
+    base = ledger_dict(0)
+    assert list(validator.iter_errors({**base, column: good})) == []
+    assert list(validator.iter_errors({**base, column: bad})) != []
+    assert list(validator.iter_errors({**base, "extra": ""})) != []
+    assert list(validator.iter_errors({k: v for k, v in base.items() if k != column})) != []
+
+
+def test_ids_and_sidecar_paths(tmp_path: Path) -> None:
+    digest = sha("p")
+    assert L.signature_id(digest, 7) == f"{digest[:16]}-07"
+    assert L.signature_id(digest, 123) == f"{digest[:16]}-123"
+    paths = L.sidecar_paths(tmp_path / "L.csv")
+    assert paths.crops == tmp_path / "L.crops"
+    assert paths.details == tmp_path / "L.details.jsonl"
+    assert paths.lock == tmp_path / "L.lock"
+    assert paths.audit == tmp_path / "L.audit.jsonl"
+
+
+def test_missing_ledger_reads_as_empty_frame(tmp_path: Path) -> None:
+    df = L.read_ledger(tmp_path / "none.csv")
+    assert tuple(df.columns) == L.LEDGER_COLUMNS
+    assert df.empty
+
+
+def test_written_csv_has_no_bom_and_validates(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1), row(2, "Jean Martin", "75011"), blank(3)))],
+                     processed_at=T0)
+    raw = ledger.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf")
+    assert b"\r\n" not in raw
+    assert raw.split(b"\n", 1)[0].decode() == ",".join(EXPECTED_COLUMNS)
+    df = L.read_ledger(ledger)
+    assert L.validate_ledger_frame(df) == []
+    validator = Draft202012Validator(L.load_schema())
+    with ledger.open(newline="", encoding="utf-8") as fh:
+        for record in csv.DictReader(fh):
+            assert list(validator.iter_errors(record)) == []
+    # Other tools read it with pandas, every column as text.
+    other = pd.read_csv(ledger, dtype=str, keep_default_na=False)
+    assert other.values.tolist() == df.values.tolist()
+
+
+def test_rows_map_the_reading(tmp_path: Path) -> None:
+    result = page("p1", (row(1, flags=("name_low_confidence",)), row(2, signature="struck"), blank(3)))
+    rows = L.rows_from_result(result, T0)
+    assert [r["row_number"] for r in rows] == ["1", "2"]  # blank rows are not signature rows
+    first = rows[0]
+    assert first["signature_id"] == f"{sha('p1')[:16]}-01"
+    assert first["name_confidence"] == "0.870" and first["postal_confidence"] == "0.950"
+    assert first["status"] == "review" and first["flags"] == "name_low_confidence"
+    assert rows[1]["status"] == "ok" and rows[1]["signature"] == "struck"
+    assert first["postal_valid"] == "true" and first["reviewed_by"] == first["reviewed_at"] == ""
+    assert first["processed_at"] == T0 and first["page"] == "1" and first["source_file"] == "scans/lot1.pdf"
+
+
+def test_bad_postal_value_is_kept_out_of_the_column() -> None:
+    rows = L.rows_from_result(page("p1", (row(1, postal="0100"),)), T0)
+    assert rows[0]["postal_code"] == "" and rows[0]["postal_code_ocr"] == "0100"
+    assert rows[0]["postal_valid"] == "false" and rows[0]["status"] == "review"
+    assert "postal_not_five_digits" in rows[0]["flags"].split(";")
+
+
+def test_processed_at_is_normalised_to_utc() -> None:
+    assert L.utc_timestamp("2026-11-23T16:00:00+01:00") == T0
+    assert L.utc_timestamp("2026-11-23T15:00:00.750Z") == T0
+    assert L.utc_timestamp(None).endswith("Z")
+    with pytest.raises(ValueError):
+        L.utc_timestamp("2026-11-23T15:00:00")  # no zone: ambiguous
+
+
+def test_postal_code_stays_text(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1, postal="01000"),))], processed_at=T0)
+    df = L.read_ledger(ledger)
+    assert df.loc[0, "postal_code"] == "01000"
+    assert df.loc[0, "page"] == "1"
+    assert all(pd.api.types.is_string_dtype(t) for t in df.dtypes)
+
+
+def test_same_page_twice_adds_no_rows(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    result = page("p1", (row(1), row(2, "Jean Martin", "75011")))
+    first = L.append_results(ledger, [result], processed_at=T0)
+    assert (first.rows_added, first.pages_added, first.pages_skipped, first.rows_total) == (2, 1, 0, 2)
+    before = ledger.read_bytes()
+    again = L.append_results(ledger, [result, result], processed_at=T1)
+    assert (again.rows_added, again.pages_added, again.pages_skipped, again.rows_total) == (0, 0, 2, 2)
+    assert ledger.read_bytes() == before
+    twice_in_one_batch = L.append_results(tmp_path / "M.csv", [result, result], processed_at=T0)
+    assert (twice_in_one_batch.rows_total, twice_in_one_batch.pages_skipped) == (2, 1)
+
+
+def test_reprocess_replaces_the_page(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    first = page("p1", (row(1), row(2, "Jean Martin", "75011"), row(3, "Léa Roux", "13001")))
+    L.append_results(ledger, [first, page("p2", (row(1, "Paul Petit", "69001"),))], processed_at=T0)
+    old_crop = L.sidecar_paths(ledger).crops / sha("p1")[:16] / "03-nom.png"
+    assert old_crop.exists()
+    summary = L.append_results(ledger, [page("p1", (row(1, "Marie Dupond"), row(2, "Jean Martin", "75011")))],
+                               processed_at=T1, reprocess=True)
+    assert (summary.rows_added, summary.pages_skipped, summary.rows_total) == (2, 0, 3)
+    df = L.read_ledger(ledger)
+    p1 = df[df["page_sha256"] == sha("p1")]
+    assert p1["name"].tolist() == ["Marie Dupond", "Jean Martin"]
+    assert set(p1["processed_at"]) == {T1}
+    assert df[df["page_sha256"] == sha("p2")]["processed_at"].tolist() == [T0]
+    assert not old_crop.exists()  # no crops left for rows that are gone
+    details = [json.loads(x) for x in L.sidecar_paths(ledger).details.read_text("utf-8").splitlines()]
+    assert sorted(d["signature_id"] for d in details) == sorted(df["signature_id"])
+
+
+def test_reprocess_of_a_failed_page_keeps_the_old_rows(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1),))], processed_at=T0)
+    failed = PageResult(ref=page("p1", ()).ref, issues=(PageIssue("page_unreadable", "could not decode"),))
+    summary = L.append_results(ledger, [failed], processed_at=T1, reprocess=True)
+    assert (summary.rows_added, summary.rows_total) == (0, 1)
+    assert L.read_ledger(ledger)["processed_at"].tolist() == [T0]
+
+
+def test_details_sidecar_one_object_per_row(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1), row(2, "Jean Martin", "75011"), blank(3)))],
+                     processed_at=T0)
+    L.append_results(ledger, [page("p2", (row(5, "DUPONT Marie"),))], processed_at=T1)
+    L.append_results(ledger, [page("p2", (row(5, "DUPONT Marie"),))], processed_at=T2, reprocess=True)
+    lines = L.sidecar_paths(ledger).details.read_text("utf-8").splitlines()
+    details = {d["signature_id"]: d for d in map(json.loads, lines)}
+    assert len(details) == len(lines) == 3
+    later = details[f"{sha('p2')[:16]}-05"]
+    assert later["name_alternatives"] == ["DUPONT MARIE"] and later["postal_alternatives"] == ["01001"]
+    assert later["duplicate_candidates"] == [f"{sha('p1')[:16]}-01"]
+    assert later["crops"]["nom"] == f"L.crops/{sha('p2')[:16]}/05-nom.png"
+
+
+def test_crops_written_where_said(tmp_path: Path) -> None:
+    ledger = tmp_path / "out" / "L.csv"
+    result = page("p1", (row(3), blank(4), row(12, "Jean Martin", "75011")))
+    L.append_results(ledger, [result], processed_at=T0)
+    folder = tmp_path / "out" / "L.crops" / sha("p1")[:16]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "03-code_postal.png", "03-nom.png", "12-code_postal.png", "12-nom.png"]
+    assert (folder / "03-nom.png").read_bytes() == PNG + b"name3"
+    assert (folder / "12-code_postal.png").read_bytes() == PNG + b"cp12"
+    assert L.write_crops(ledger, result) == [folder / "03-nom.png", folder / "03-code_postal.png",
+                                             folder / "12-nom.png", folder / "12-code_postal.png"]
+
+
+# --- deduplication --------------------------------------------------------------------------------
+
+
+def test_normalised_names_match_regardless_of_order_case_and_accents() -> None:
+    assert L.normalise_name("DUPONT Marie") == L.normalise_name("Marie Dupont") == "DUPONT MARIE"
+    assert L.normalise_name("Hélène  d'Œillet-Ça") == "CA D HELENE OEILLET"
+    assert L.normalise_name("--") == ""
+
+
+def test_dedup_marks_the_later_one(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1, "Marie Dupont"),))], processed_at=T0)
+    later_page = page("p2", (row(4, "DUPONT Marie"), row(5, "Marie Dupont", "75011")))
+    summary = L.append_results(ledger, [later_page], processed_at=T1)
+    assert summary.duplicates_marked == 1
+    df = L.read_ledger(ledger).set_index("signature_id")
+    first, later = f"{sha('p1')[:16]}-01", f"{sha('p2')[:16]}-04"
+    assert df.loc[first, "status"] == "ok" and df.loc[first, "duplicate_of"] == ""
+    assert df.loc[later, "status"] == "duplicate" and df.loc[later, "duplicate_of"] == first
+    assert df.loc[f"{sha('p2')[:16]}-05", "status"] == "ok"  # other postal code: another person
+
+
+def test_dedup_tie_breaks_on_source_page_and_row_as_integers() -> None:
+    rows = [ledger_dict(0, page_no=10, row_number=1), ledger_dict(1, page_no=9, row_number=20),
+            ledger_dict(2, page_no=9, row_number=3)]
+    out = L.deduplicate(frame(rows))
+    assert out["status"].tolist() == ["duplicate", "duplicate", "ok"]
+    assert set(out["duplicate_of"][:2]) == {rows[2]["signature_id"]}
+
+
+def test_dedup_recomputes_and_respects_people() -> None:
+    rows = [ledger_dict(0, processed_at=T0), ledger_dict(1, processed_at=T1, flags="name_low_confidence",
+                                                         status="review"),
+            ledger_dict(2, processed_at=T2)]
+    out = L.deduplicate(frame(rows))
+    ids = [r["signature_id"] for r in rows]
+    assert out["duplicate_of"].tolist() == ["", ids[0], ids[0]]
+    # A reviewer rejects the earliest: the group is recomputed around the next one.
+    out.loc[0, "status"] = "rejected"
+    again = L.deduplicate(out)
+    assert again["status"].tolist() == ["rejected", "review", "duplicate"]  # back to review: it has flags
+    assert again["duplicate_of"].tolist() == ["", "", ids[1]]
+    # A corrected row is never changed, but can be the earliest.
+    again.loc[1, "status"] = "corrected"
+    again.loc[0, "status"] = "ok"
+    third = L.deduplicate(again)
+    assert third["status"].tolist() == ["ok", "corrected", "duplicate"]
+    assert third["duplicate_of"].tolist() == ["", "", ids[0]]
+    # A name change splits the group: the former duplicate comes back.
+    third.loc[2, "name"] = "Marie Durand"
+    assert L.deduplicate(third)["status"].tolist() == ["ok", "corrected", "ok"]
+
+
+def test_dedup_ignores_rows_without_postal_code_or_name() -> None:
+    rows = [ledger_dict(0, postal=""), ledger_dict(1, postal=""), ledger_dict(2, name="", processed_at=T1),
+            ledger_dict(3, name="", processed_at=T2)]
+    assert L.deduplicate(frame(rows))["status"].tolist() == ["ok"] * 4
+
+
+SPELLINGS = ["Marie Dupont", "DUPONT Marie", "dupont  marie", "Marie-Dupont", "Mârie DUPONT"]
+TIMES = [T0, T1, T2, "2026-11-23T15:00:01Z"]
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(st.lists(st.tuples(st.sampled_from(SPELLINGS), st.sampled_from(TIMES),
+                          st.sampled_from(["a.pdf", "b.pdf"]), st.integers(1, 12), st.integers(1, 30)),
+                min_size=2, max_size=7),
+       st.randoms(use_true_random=False))
+def test_dedup_points_to_the_earliest(signers: list[tuple[str, str, str, int, int]], rnd) -> None:
+    rows = [ledger_dict(i, name=n, processed_at=t, source=s, page_no=p, row_number=r)
+            for i, (n, t, s, p, r) in enumerate(signers)]
+    rnd.shuffle(rows)
+    out = L.deduplicate(frame(rows))
+    earliest = min(rows, key=lambda r: (r["processed_at"], r["source_file"], int(r["page"]),
+                                        int(r["row_number"])))
+    for _, got in out.iterrows():
+        if got["signature_id"] == earliest["signature_id"]:
+            assert (got["status"], got["duplicate_of"]) == ("ok", "")
+        else:
+            assert (got["status"], got["duplicate_of"]) == ("duplicate", earliest["signature_id"])
+    assert L.validate_ledger_frame(out) == []
+    assert L.deduplicate(out).equals(out)  # idempotent
+
+
+@settings(max_examples=20, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.permutations(range(4)), st.lists(st.sampled_from(TIMES), min_size=4, max_size=4))
+def test_appends_in_any_order_point_to_the_earliest(order: list[int], times: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Path(tmp) / "L.csv"
+        for i in order:  # pages may be appended later with an earlier processed_at (e.g. a slow worker)
+            L.append_results(ledger, [page(f"p{i}", (row(i + 1, SPELLINGS[i]),), number=i + 1)],
+                             processed_at=times[i])
+        df = L.read_ledger(ledger)
+        first = min(range(4), key=lambda i: (times[i], i + 1))
+        first_id = L.signature_id(sha(f"p{first}"), first + 1)
+        assert df[df["signature_id"] == first_id]["status"].tolist() == ["ok"]
+        others = df[df["signature_id"] != first_id]
+        assert set(others["status"]) == {"duplicate"} and set(others["duplicate_of"]) == {first_id}
+
+
+# --- exact round trip -----------------------------------------------------------------------------
+
+TRICKY = ['Hélène Œuvray-Çà', 'Jean "Jojo" Martin', "Dupont, Marie", "Anne\nMarie", "Lou\r\nLa", "Zoé\rX",
+          '  spaced  ', '"', ',', "'quote'", "naïve ß ﬁ", "Ева Петрова", "🙂 emoji", "=SUM(A1)"]
+
+
+def _round_trip(tmp_path: Path, names: list[str]) -> None:
+    rows = [ledger_dict(i, name=n) for i, n in enumerate(names)]
+    for r, n in zip(rows, names, strict=True):
+        r["name_ocr"] = n[::-1]
+        r["commune"] = n
+    ledger = tmp_path / "L.csv"
+    L.write_ledger(frame(rows), ledger)
+    back = L.read_ledger(ledger)
+    assert back["name"].tolist() == names
+    assert back["name_ocr"].tolist() == [n[::-1] for n in names]
+    assert back["commune"].tolist() == names
+    other = pd.read_csv(ledger, dtype=str, keep_default_na=False)  # what other tools do
+    assert other["name"].tolist() == names
+
+
+def test_round_trip_tricky_names(tmp_path: Path) -> None:
+    _round_trip(tmp_path, TRICKY)
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                        max_size=20), min_size=1, max_size=5))
+def test_round_trip_any_text(tmp_path: Path, names: list[str]) -> None:
+    rows = [ledger_dict(i, name=n) for i, n in enumerate(names)]
+    ledger = tmp_path / "rt.csv"
+    L.write_ledger(frame(rows), ledger)
+    assert L.read_ledger(ledger)["name"].tolist() == names
+
+
+# --- invalid ledgers ------------------------------------------------------------------------------
+
+
+def _valid_ledger(path: Path, n: int = 3) -> list[dict[str, str]]:
+    rows = [ledger_dict(i, name=f"Person {chr(65 + i)}") for i in range(n)]
+    L.write_ledger(frame(rows), path)
+    return rows
+
+
+def test_invalid_cells_are_all_listed_with_row_and_column(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    rows = _valid_ledger(ledger)
+    text = ledger.read_text("utf-8").splitlines()
+    lines = list(csv.reader(io.StringIO("\n".join(text))))
+    lines[2][L.LEDGER_COLUMNS.index("postal_code")] = "1000"  # a spreadsheet ate the leading zero
+    lines[3][L.LEDGER_COLUMNS.index("status")] = "maybe"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(lines)
+    ledger.write_text(buf.getvalue(), "utf-8")
+    with pytest.raises(LedgerError) as info:
+        L.read_ledger(ledger)
+    message = str(info.value)
+    assert "row 2 (line 3), column postal_code: '1000'" in message
+    assert "row 3 (line 4), column status: 'maybe'" in message
+    assert "2 problems" in message and "hint:" in message and str(ledger) in message
+    assert rows[1]["name"] not in message  # personal data stays out of messages
+
+
+def test_wrong_header_is_reported(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    _valid_ledger(ledger)
+    text = ledger.read_text("utf-8")
+    ledger.write_text(text.replace("postal_code,", "code_postal,", 1), "utf-8")
+    with pytest.raises(LedgerError) as info:
+        L.read_ledger(ledger)
+    assert "missing column(s): postal_code" in str(info.value)
+    assert "unexpected column(s): 'code_postal'" in str(info.value)
+    swapped = list(EXPECTED_COLUMNS)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    assert "out of order" in L.validate_ledger_frame(pd.DataFrame(columns=swapped))[0]
+
+
+def test_bom_short_rows_and_inconsistent_ids_are_reported(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    _valid_ledger(ledger)
+    lines = ledger.read_text("utf-8").split("\n")
+    lines[1] = lines[1].rsplit(",", 1)[0]  # one value short
+    other = sha("elsewhere")
+    lines[2] = lines[2].replace(sha("row-1"), other)  # page hash no longer matches the id
+    ledger.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    with pytest.raises(LedgerError) as info:
+        L.read_ledger(ledger)
+    message = str(info.value)
+    assert "byte order mark" in message
+    assert "row 1 (line 2): has 19 values, expected 20" in message
+    assert "row 2 (line 3), column signature_id" in message
+
+
+def test_fast_check_agrees_with_jsonschema() -> None:
+    validator = Draft202012Validator(L.load_schema())
+    base = ledger_dict(0)
+    variants = [base, {**base, "postal_code": "1000"}, {**base, "page": 3}, {**base, "status": "x"},
+                {**base, "source_file": ""}, {k: v for k, v in base.items() if k != "flags"},
+                {**base, "x": ""}]
+    passes = L._prescreen()
+    assert passes is not None
+    for variant in variants:
+        assert passes(variant) == (not list(validator.iter_errors(variant)))
+
+
+def test_trailing_newline_does_not_sneak_past_a_pattern() -> None:
+    problems = L.validate_ledger_frame(frame([ledger_dict(0, postal="01000\n")]))
+    assert problems == ["row 1 (line 2), column postal_code: ends with a line break"]
+
+
+def test_write_refuses_an_invalid_frame(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    _valid_ledger(ledger)
+    before = ledger.read_bytes()
+    bad = ledger_dict(0, postal="1000")
+    bad["duplicate_of"] = "0123456789abcdef-01"
+    with pytest.raises(LedgerError) as info:
+        L.write_ledger(frame([bad]), ledger)
+    assert "row 1 (line 2), column postal_code" in str(info.value)
+    assert "row 1 (line 2), column duplicate_of" in str(info.value)
+    assert ledger.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["L.csv"]  # no temp file left behind
+
+
+def test_unwritable_location_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError) as info:
+        L.write_ledger(frame([ledger_dict(0)]), blocker / "L.csv")
+    assert info.value.hint
+    with pytest.raises(OutputError):
+        L.append_results(blocker / "L.csv", [page("p1", (row(1),))], processed_at=T0)
+
+
+# --- locking --------------------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "a") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_lock_held_by_another_process(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(L.sidecar_paths(ledger).lock)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        start = time.monotonic()
+        with (pytest.raises(LedgerError, match="another scan-pipeline run is writing this ledger") as info,
+              L.ledger_lock(ledger, timeout=0.5)):
+            pass
+        assert time.monotonic() - start < 3
+        assert info.value.hint
+        with pytest.raises(LedgerError):
+            L.append_results(ledger, [page("p1", (row(1),))], processed_at=T0, lock_timeout=0.5)
+        assert not ledger.exists()
+    finally:
+        holder.communicate(input="", timeout=10)  # closing stdin lets the holder exit
+    with L.ledger_lock(ledger, timeout=0.5):  # released with the process
+        pass

@@ -1,0 +1,298 @@
+"""Tests for the bundled postal code list and the first postal code decoder."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+from importlib import resources
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scan_pipeline.postal import (
+    PostalDecision,
+    PostalList,
+    decode_postal_text,
+    load_postal_list,
+    normalise_written_code,
+)
+from scan_pipeline.records import FieldReading
+
+
+@pytest.fixture(scope="module")
+def plist() -> PostalList:
+    return load_postal_list()
+
+
+@pytest.fixture()
+def tiny() -> PostalList:
+    return PostalList.from_rows([
+        ("75011", "75", ["Paris 11e Arrondissement"]),
+        ("75012", "75", ["Paris 12e Arrondissement"]),
+        ("12345", "12", ["Alpha", "Béta"]),
+        ("01000", "01", ["Bourg-en-Bresse"]),
+    ])
+
+
+# --- the bundled list ---------------------------------------------------------------------------
+
+def test_list_counts(plist: PostalList) -> None:
+    assert len(plist.codes) == 6201
+    assert sum(c.startswith("0") for c in plist.codes) == 431
+    assert list(plist.codes) == sorted(set(plist.codes))
+    assert all(len(c) == 5 and c.isascii() and c.isdigit() for c in plist.codes)
+
+
+def test_data_file_is_package_data_with_expected_header() -> None:
+    blob = (resources.files("scan_pipeline") / "data" / "postal_codes.csv.gz").read_bytes()
+    assert len(blob) < 250_000
+    text = gzip.decompress(blob).decode("utf-8")
+    assert text.startswith("postal_code,departement,communes\n")
+    assert text.count("\n") == 6202
+
+
+def test_known_codes(plist: PostalList) -> None:
+    assert "75011" in plist
+    assert "Paris" in plist.commune_label("75011")
+    assert plist.departement("75011") == "75"
+    assert "Saint-Denis-lès-Bourg" in plist.communes("01000")  # accents kept
+    assert plist.departement("01000") == "01"
+    assert "Boulogne-Billancourt" in plist.communes("75016")
+    assert plist.departement("75016") == "75"  # the prefix's departement wins over 92
+
+
+def test_corsica_and_overseas_departements(plist: PostalList) -> None:
+    assert plist.departement("20000") == "2A"  # Ajaccio
+    assert plist.departement("20200") == "2B"  # Bastia
+    assert plist.departement("97400") == "974"
+    assert plist.departement("97500") == "975"
+    assert not any(c.startswith(("2A", "2B")) for c in plist.codes)
+    deps = set(plist.departement_by_code.values())
+    assert {"2A", "2B", "971", "972", "973", "974", "975", "976"} <= deps
+    assert "20" not in deps and "97" not in deps
+
+
+def test_documented_gaps(plist: PostalList) -> None:
+    # codes-postaux has no 98x, Saint-Barthélemy or Saint-Martin: we must not invent them.
+    assert not any(c.startswith("98") for c in plist.codes)
+    assert "97133" not in plist and "97150" not in plist
+
+
+def test_unknown_code_lookups(plist: PostalList) -> None:
+    assert "99999" not in plist
+    assert 75011 not in plist  # type: ignore[operator]
+    assert plist.communes("99999") == ()
+    assert plist.departement("99999") == ""
+    assert plist.commune_label("99999") == ""
+
+
+def test_commune_label_joins(tiny: PostalList) -> None:
+    assert tiny.commune_label("12345") == "Alpha, Béta"
+
+
+def test_loader_is_cached_and_picklable(plist: PostalList) -> None:
+    assert load_postal_list() is plist
+    copy = pickle.loads(pickle.dumps(plist))
+    assert copy == plist
+    assert copy.neighbours("75011") == plist.neighbours("75011")
+
+
+def test_postal_list_rejects_bad_codes() -> None:
+    with pytest.raises(ValueError):
+        PostalList.from_rows([("7501", "75", ["x"])])
+    with pytest.raises(ValueError):
+        PostalList.from_rows([("2A004", "2A", ["x"])])
+    with pytest.raises(ValueError):
+        PostalList.from_rows([("75011", "75", ["x"]), ("75011", "75", ["y"])])
+
+
+# --- neighbours -----------------------------------------------------------------------------------
+
+def _hamming(a: str, b: str) -> int:
+    return sum(x != y for x, y in zip(a, b, strict=True))
+
+
+def test_neighbours_tiny(tiny: PostalList) -> None:
+    assert tiny.neighbours("75011") == ["75012"]
+    assert tiny.neighbours("75013") == ["75011", "75012"]
+    assert tiny.neighbours("75011", max_distance=0) == []
+    assert tiny.neighbours("99999") == []
+    assert tiny.neighbours("75099", max_distance=2) == ["75011", "75012"]
+
+
+def test_neighbours_bad_input(tiny: PostalList) -> None:
+    for bad in ("7501", "750111", "7501a", "²0000"):
+        with pytest.raises(ValueError):
+            tiny.neighbours(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(code=st.text(alphabet="0123456789", min_size=5, max_size=5), distance=st.integers(1, 2))
+def test_neighbours_match_brute_force(plist: PostalList, code: str, distance: int) -> None:
+    expected = [c for c in plist.codes if 0 < _hamming(c, code) <= distance]
+    assert plist.neighbours(code, distance) == expected
+
+
+# --- normalise_written_code ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("75011", "75011"),
+    ("75 011", "75011"),
+    (" 75.011 ", "75011"),
+    ("75-011", "75011"),
+    ("75\u00a0011", "75011"),
+    ("O6I00", "06100"),
+    ("oQD", "000"),
+    ("Il|!", "1111"),
+    ("Z", "2"),
+    ("Ss", "55"),
+    ("B", "8"),
+    ("G", "6"),
+    ("T", "7"),
+    ("gq", "99"),
+    ("７５０１１", "75011"),  # full-width digits
+    ("abc", ""),
+    ("", ""),
+    ("7501", "7501"),
+    ("750112", "750112"),
+])
+def test_normalise(raw: str, expected: str) -> None:
+    assert normalise_written_code(raw) == expected
+
+
+# --- decode_postal_text ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", ["", "   ", "\t\n"])
+def test_decode_missing(plist: PostalList, raw: str) -> None:
+    d = decode_postal_text(raw, 0.99, plist)
+    assert (d.value, d.raw, d.band, d.valid, d.confidence) == ("", raw, "reject", False, 0.0)
+    assert d.flags == ("postal_missing",)
+
+
+def test_decode_exact_accept(plist: PostalList) -> None:
+    d = decode_postal_text("75 011", 0.93, plist)
+    assert d.value == "75011" and d.raw == "75 011"
+    assert d.valid and d.band == "accept" and d.confidence == pytest.approx(0.93)
+    assert "Paris" in d.commune
+    assert d.flags == ()
+
+
+def test_decode_exact_low_confidence(plist: PostalList) -> None:
+    d = decode_postal_text("75011", 0.5, plist)
+    assert d.value == "75011" and d.valid and d.band == "review"
+    assert "postal_low_conf" in d.flags
+    assert decode_postal_text("75011", 0.85, plist, accept_confidence=0.9).band == "review"
+    assert decode_postal_text("75011", 0.8, plist).band == "accept"  # threshold is inclusive
+
+
+def test_decode_letters_mapped(plist: PostalList) -> None:
+    d = decode_postal_text("75O1l", 0.9, plist)
+    assert d.value == "75011" and d.valid
+    assert "postal_letters_mapped" in d.flags
+
+
+def test_decode_leading_zero(plist: PostalList) -> None:
+    high = decode_postal_text("1000", 0.95, plist)
+    assert high.value == "01000" and high.valid and high.band == "accept"
+    assert "postal_leading_zero" in high.flags
+    assert "Bourg-en-Bresse" in high.commune
+    low = decode_postal_text("1 000", 0.6, plist)
+    assert low.value == "01000" and low.band == "review"
+    assert "postal_leading_zero" in low.flags and "postal_low_conf" in low.flags
+
+
+def test_decode_four_digits_without_valid_zero_code(plist: PostalList) -> None:
+    assert "07501" not in plist
+    d = decode_postal_text("7501", 0.99, plist)
+    assert (d.value, d.band, d.valid, d.alternatives) == ("", "reject", False, ())
+    assert d.flags == ("postal_invalid",)
+
+
+@pytest.mark.parametrize("raw", ["750111", "123", "abc", "75011 75012"])
+def test_decode_wrong_length(plist: PostalList, raw: str) -> None:
+    d = decode_postal_text(raw, 0.99, plist)
+    assert (d.value, d.band, d.valid, d.alternatives, d.raw) == ("", "reject", False, (), raw)
+    assert "postal_invalid" in d.flags
+
+
+def test_decode_single_correction(plist: PostalList, tiny: PostalList) -> None:
+    assert plist.neighbours("00080") == ["80080"]
+    d = decode_postal_text("00080", 0.99, plist)
+    assert d.value == "80080" and d.valid
+    assert d.band == "review"  # never accepted, however confident the engine
+    assert d.flags == ("postal_corrected",)
+    assert d.alternatives == ("80080",)
+    assert d.commune == plist.commune_label("80080") != ""
+    assert d.confidence < 0.99
+    t = decode_postal_text("12346", 1.0, tiny)
+    assert (t.value, t.band, t.commune) == ("12345", "review", "Alpha, Béta")
+
+
+def test_decode_several_candidates(plist: PostalList, tiny: PostalList) -> None:
+    many = plist.neighbours("70090")
+    assert len(many) > 5
+    d = decode_postal_text("70090", 0.99, plist)
+    assert (d.value, d.band, d.valid) == ("", "review", False)
+    assert d.flags == ("postal_invalid",)
+    assert len(d.alternatives) == 5 and set(d.alternatives) <= set(many)
+    t = decode_postal_text("75013", 0.99, tiny)
+    assert set(t.alternatives) == {"75011", "75012"} and t.value == ""
+
+
+def test_decode_no_candidate(plist: PostalList) -> None:
+    assert plist.neighbours("00001") == []
+    d = decode_postal_text("00001", 0.99, plist)
+    assert (d.value, d.band, d.valid, d.alternatives) == ("", "reject", False, ())
+    assert d.flags == ("postal_invalid",)
+
+
+def test_decode_clamps_confidence(plist: PostalList) -> None:
+    assert decode_postal_text("75011", 1.7, plist).confidence == 1.0
+    d = decode_postal_text("75011", math.nan, plist)
+    assert d.confidence == 0.0 and d.band == "review"
+    assert decode_postal_text("75011", -0.3, plist).confidence == 0.0
+
+
+def test_to_field(plist: PostalList) -> None:
+    d = decode_postal_text("70090", 0.9, plist)
+    f = d.to_field()
+    assert isinstance(f, FieldReading)
+    assert (f.value, f.raw, f.confidence, f.band, f.alternatives) == \
+        (d.value, d.raw, d.confidence, d.band, d.alternatives)
+    assert isinstance(d, PostalDecision)
+
+
+_SEPARATORS = st.sampled_from(["", " ", "  ", ".", "-", "\u00a0"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), conf=st.floats(0.0, 1.0))
+def test_valid_code_with_inner_spaces_round_trips(plist: PostalList, data: st.DataObject, conf: float) -> None:
+    code = data.draw(st.sampled_from(plist.codes))
+    seps = data.draw(st.lists(_SEPARATORS, min_size=4, max_size=4))
+    raw = code[0] + "".join(s + c for s, c in zip(seps, code[1:], strict=True))
+    raw = data.draw(st.sampled_from(["", " "])) + raw + data.draw(st.sampled_from(["", " ", "\n"]))
+    d = decode_postal_text(raw, conf, plist)
+    assert d.value == code and d.valid and d.raw == raw
+    assert d.band == ("accept" if conf >= 0.8 else "review")
+    assert d.commune == plist.commune_label(code)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.text(max_size=12), conf=st.floats(allow_nan=True, allow_infinity=True))
+def test_decode_invariants(plist: PostalList, raw: str, conf: float) -> None:
+    d = decode_postal_text(raw, conf, plist)
+    assert d.raw == raw
+    assert 0.0 <= d.confidence <= 1.0
+    assert d.band in ("accept", "review", "reject")
+    assert all(f.startswith("postal_") for f in d.flags)
+    assert d.valid == (d.value != "")
+    if d.valid:
+        assert d.value in plist and d.commune == plist.commune_label(d.value)
+    else:
+        assert d.band != "accept" and d.commune == ""
+    if d.band == "accept":
+        assert "postal_corrected" not in d.flags
+    assert all(a in plist for a in d.alternatives) and len(d.alternatives) <= 5
