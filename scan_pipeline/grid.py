@@ -91,7 +91,8 @@ def _choose_columns(xs: list[int], widths: np.ndarray) -> tuple[list[int], float
 
 def _row_lines(masks: PageMasks, block: Box, xs: list[int]) -> list[int]:
     """y of the ruled lines across the block: they cross the number column too, strike-outs don't."""
-    sub = masks.horizontal[block.y0:block.y1, xs[0]:xs[-1]] > 0
+    slack = max(2, (xs[-1] - xs[0]) // 300)
+    sub = cv2.dilate(masks.horizontal[block.y0:block.y1, xs[0]:xs[-1]], np.ones((2 * slack + 1, 1), np.uint8)) > 0
     full = sub.mean(axis=1)
     first = sub[:, : max(1, xs[1] - xs[0])].mean(axis=1)
     profile = np.where(first >= 0.5, full, 0.0)
@@ -177,8 +178,10 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     flipped_votes = 0
     issues: list[PageIssue] = []
     for block in found_blocks:
-        sub = masks.vertical[block.y0:block.y1, block.x0:block.x1] > 0
-        xs = [block.x0 + (a + b) // 2 for a, b in _runs(sub.mean(axis=0), 0.5, 2)]
+        # widened so a line that still leans a little (a photo's residual perspective) counts whole
+        slack = max(3, block.height // 150)
+        sub = cv2.dilate(masks.vertical[block.y0:block.y1, block.x0:block.x1], np.ones((1, 2 * slack + 1), np.uint8))
+        xs = [block.x0 + (a + b) // 2 for a, b in _runs((sub > 0).mean(axis=0), 0.5, 2)]
         if len(xs) < len(widths) + 1:
             issues.append(PageIssue("block_columns", f"a grid block at y={block.y0} has {max(0, len(xs) - 1)} "
                                     f"columns, the template has {len(widths)}"))

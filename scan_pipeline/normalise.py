@@ -56,7 +56,38 @@ def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
         return None
     approx = cv2.approxPolyDP(page, 0.02 * cv2.arcLength(page, True), True)
     pts = approx.reshape(-1, 2).astype(np.float32) if len(approx) == 4 else cv2.boxPoints(cv2.minAreaRect(page))
-    return _order_corners(np.asarray(pts, np.float32)) / scale
+    corners = _refine_corners(page.reshape(-1, 2).astype(np.float32), _order_corners(np.asarray(pts, np.float32)))
+    return corners / scale
+
+
+def _refine_corners(contour: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Fit a straight line to each side of the outline and intersect them: corners to a pixel,
+    where a polygon approximation cuts them off."""
+    lines = []
+    for i in range(4):
+        a, b = corners[i], corners[(i + 1) % 4]
+        side = b - a
+        length = float(np.linalg.norm(side))
+        if length < 10:
+            return corners
+        t = (contour - a) @ side / length ** 2  # position along the side
+        rel = contour - a
+        dist = np.abs(side[0] * rel[:, 1] - side[1] * rel[:, 0]) / length  # distance from it
+        near = contour[(t > 0.1) & (t < 0.9) & (dist < max(3.0, length * 0.02))]
+        if len(near) < 5:
+            return corners
+        vx, vy, x0, y0 = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        lines.append((np.array([x0, y0]), np.array([vx, vy])))
+    refined = []
+    for i in range(4):
+        (p1, d1), (p2, d2) = lines[i - 1], lines[i]
+        m = np.array([d1, -d2]).T
+        if abs(np.linalg.det(m)) < 1e-6:
+            return corners
+        t1, _ = np.linalg.solve(m, p2 - p1)
+        refined.append(p1 + t1 * d1)
+    refined = np.array(refined, np.float32)
+    return refined if np.abs(refined - corners).max() < 20 else corners
 
 
 def warp_page(gray: np.ndarray, corners: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:

@@ -436,7 +436,7 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
                                            "template": template.id}, "files": []}
     for s in range(sheets):
         mode = modes[s % len(modes)]
-        fmt = formats[(s // len(modes) + s) % len(formats)]
+        fmt = formats[(s % len(modes) + s // len(modes)) % len(formats)]  # every mode meets every format
         style = _style(rng, template)
         dpi = _dpi_for(mode, rng)
         fill_to = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))

@@ -1,6 +1,7 @@
 """Accuracy and speed benchmark: generate a corpus, run the pipeline on it, score the ledger.
 
-    python scripts/bench.py [--sheets 12] [--seed 2026] [--work build/bench] [--out bench-results.json] [--keep]
+    python scripts/bench.py [--sheets 12] [--seed 2026] [--work build/bench] [--out bench-results.json]
+                            [--keep]
     python scripts/bench.py --score-ledger LEDGER.csv --corpus CORPUS   # score an existing run only
 
 Steps:
@@ -8,8 +9,8 @@ Steps:
    --keep and WORK/corpus/truth.json already has that seed and sheet count.
 2. `scan-pipeline process WORK/corpus --ledger WORK/ledger.csv` on a fresh ledger, timed by the wall
    clock (start-up included) -> pages/min. Then `tesseract PAGE - -l fra` on 3 pages (converted to PNG
-   first, untimed): the ratio of pipeline seconds per page to tesseract seconds per page is a speed
-   figure that does not depend much on the machine.
+   first, untimed; one OpenMP thread, as the pipeline uses): the ratio of pipeline seconds per page to
+   tesseract seconds per page is a speed figure that does not depend much on the machine.
 3. The ledger is scored against WORK/corpus/truth.json, overall and per mode (`score`, a pure
    function), printed as a table and written to --out with the command lines, versions and date.
 
@@ -30,7 +31,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,15 @@ def default_scale(file_entry: dict[str, Any], page_entry: dict[str, Any]) -> tup
     """Truth pixels -> pixels of the page as the pipeline loads it, from the truth alone.
 
     Image files are loaded as saved (scale 1). PDF pages are rendered at 300 dpi; the generator saved
-    them at the page's dpi, or for photos at (image width / A4 width) dpi. `pdf_scales` measures the
-    real page sizes instead and is preferred when the files are at hand.
+    them at the page's dpi, or for photos at (width of the file's first image / A4 width) dpi for every
+    page of the file. `pdf_scales` measures the real page sizes instead and is preferred when the files
+    are at hand.
     """
     if file_entry.get("format") != "pdf" and not str(file_entry.get("file", "")).lower().endswith(".pdf"):
         return (1.0, 1.0)
     if file_entry.get("mode") == "photo":
-        resolution = float(page_entry["pixel_size"][0]) / A4_WIDTH_IN
+        first = min(file_entry.get("pages") or [page_entry], key=lambda p: int(p.get("page", 1)))
+        resolution = float(first["pixel_size"][0]) / A4_WIDTH_IN
     else:
         resolution = float(page_entry.get("dpi") or PIPELINE_DPI)
     s = PIPELINE_DPI / resolution
@@ -260,7 +263,8 @@ def score(truth: dict[str, Any], ledger: pd.DataFrame, details: dict[str, dict[s
                 tally.add(where, "postal_exact", postal_ok)
                 tally.add(where, "name_exact", name_ok)
                 tally.add(where, "name_cer", name_cer(found_name, r["name"]) if led is not None else 1.0)
-                tally.add(where, "signature_accuracy", led is not None and led.get("signature") == r["signature"])
+                sig_ok = led is not None and led.get("signature") == r["signature"]
+                tally.add(where, "signature_accuracy", sig_ok)
                 if led is None:
                     continue
                 flags = _flags(led.get("flags", ""))
@@ -374,14 +378,17 @@ def pdf_scales(truth: dict[str, Any], corpus: Path) -> dict[tuple[str, int], tup
 
 def score_files(corpus: Path, ledger: Path) -> dict[str, Any]:
     truth = json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
-    df = read_ledger_csv(ledger) if ledger.exists() else pd.DataFrame(columns=["source_file", "page", "row_number"])
+    if ledger.exists():
+        df = read_ledger_csv(ledger)
+    else:  # the pipeline found nothing at all
+        df = pd.DataFrame(columns=["signature_id", "source_file", "page", "row_number"])
     return score(truth, df, read_details(details_path(ledger)), corpus, pdf_scales(truth, corpus))
 
 
 # --- running -----------------------------------------------------------------------------------
 
 def cli_command() -> tuple[list[str], dict[str, str] | None]:
-    """The scan-pipeline command: the console script next to this python, else `python -m scan_pipeline.cli`."""
+    """The scan-pipeline command: the console script next to this python, else `-m scan_pipeline.cli`."""
     script = Path(sys.executable).parent / "scan-pipeline"
     if script.exists():
         return [str(script)], None
@@ -421,7 +428,8 @@ def pick_pages(truth: dict[str, Any], count: int = TESSERACT_PAGES) -> list[tupl
     """A few (file, page, mode) to time tesseract on, of different modes when the corpus has them."""
     chosen: list[tuple[str, int, str]] = []
     modes: set[str] = set()
-    every = [(f["file"], int(p["page"]), f.get("mode", "?")) for f in truth.get("files", []) for p in f["pages"]]
+    every = [(f["file"], int(p["page"]), f.get("mode", "?"))
+             for f in truth.get("files", []) for p in f["pages"]]
     for item in every:
         if len(chosen) < count and item[2] not in modes:
             chosen.append(item)
@@ -463,11 +471,13 @@ def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path) -> dict[str,
         except Exception as exc:  # a page that cannot be converted is left out of the timing
             result.setdefault("skipped", []).append(f"{file}:{page}: {exc}")
     total = 0.0
+    # one OpenMP thread, as the pipeline runs tesseract (engines.py): the ratio compares like with like
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     for png, file, page, mode in pngs:
         cmd = ["tesseract", str(png), "-", "-l", "fra"]
-        result["command"] = ["tesseract", "PAGE.png", "-", "-l", "fra"]
+        result["command"] = ["OMP_THREAD_LIMIT=1", "tesseract", "PAGE.png", "-", "-l", "fra"]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, env=env)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             result.setdefault("skipped", []).append(f"{file}:{page}: tesseract exit {proc.returncode}")
@@ -481,7 +491,7 @@ def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path) -> dict[str,
 
 
 def run(cmd: list[str], env: dict[str, str] | None, log: Path) -> tuple[int, float]:
-    """Run a command with its output in a log file; (exit code, wall-clock seconds). 127 if it cannot start."""
+    """Run a command, its output to a log file: (exit code, wall-clock seconds); 127 if it cannot start."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log.open("wb") as fh:
@@ -518,13 +528,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sheets", type=int, default=12, help="sheets to generate (default 12)")
     ap.add_argument("--seed", type=int, default=2026, help="generator seed (default 2026)")
-    ap.add_argument("--work", type=Path, default=Path("build/bench"), help="work folder (default build/bench)")
+    ap.add_argument("--work", type=Path, default=Path("build/bench"),
+                    help="work folder (default build/bench)")
     ap.add_argument("--out", type=Path, default=Path("bench-results.json"), help="results JSON")
     ap.add_argument("--keep", action="store_true",
                     help="reuse WORK/corpus if its truth.json has the same seed and sheet count")
     ap.add_argument("--score-ledger", type=Path, metavar="LEDGER",
                     help="only score this existing ledger against --corpus (nothing is generated or run)")
-    ap.add_argument("--corpus", type=Path, help="with --score-ledger: the corpus folder the ledger was made from")
+    ap.add_argument("--corpus", type=Path,
+                    help="with --score-ledger: the corpus folder the ledger was made from")
     args = ap.parse_args(argv)
     if args.score_ledger and not args.corpus:
         ap.error("--score-ledger needs --corpus")
@@ -534,7 +546,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def base_payload() -> dict[str, Any]:
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "python_executable": sys.executable,
             "tesseract": tesseract_version(), "platform": platform.platform()}
 
@@ -565,9 +577,11 @@ def main(argv: list[str] | None = None) -> int:
             if (corpus / "truth.json").exists():
                 shutil.rmtree(corpus)  # an earlier corpus of this bench
             elif any(corpus.iterdir()):
-                say(f"error: {corpus} exists and is not a bench corpus (no truth.json); choose another --work")
+                say(f"error: {corpus} exists and is not a bench corpus (no truth.json); "
+                    "choose another --work")
                 return 2
-        gen = [*cli, "samples", "generate", str(corpus), "--sheets", str(args.sheets), "--seed", str(args.seed)]
+        gen = [*cli, "samples", "generate", str(corpus),
+               "--sheets", str(args.sheets), "--seed", str(args.seed)]
         commands["generate"] = gen
         say(f"generating {args.sheets} sheets (seed {args.seed}): {' '.join(gen)}")
         code, seconds = run(gen, env, work / "generate.log")
@@ -598,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     add_speed(scored["metrics"], seconds, pages)
     payload = {
         **base_payload(),
-        "corpus": {"dir": str(corpus), "seed": args.seed, "sheets": args.sheets, "pages": pages, "reused": reused,
+        "corpus": {"dir": str(corpus), "seed": args.seed, "sheets": args.sheets, "pages": pages,
+                   "reused": reused,
                    "generator": truth.get("generator", {})},
         "commands": commands,
         "pipeline": {"exit_code": code, "seconds": round(seconds, 3), "pages": pages,
@@ -613,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"speed: {per_page:.2f} s/page for the pipeline, {tess['seconds_per_page']:.2f} s/page for plain "
             f"tesseract ({len(tess['pages'])} pages): ratio {ratio:.2f}")
     else:
-        say("speed: no tesseract timing (" + "; ".join(tess.get("skipped", [tess.get("error", "no page")])) + ")")
+        why = "; ".join(tess.get("skipped", [tess.get("error", "no page")]))
+        say(f"speed: no tesseract timing ({why})")
     return 0
 
 

@@ -59,9 +59,10 @@ def _perfect(truth: dict) -> tuple[pd.DataFrame, dict]:
                 if not r["written"]:
                     continue
                 sid = f"{f['file'][:10]}-{p['page']}-{r['row_number']:02d}"
-                rows.append({"signature_id": sid, "source_file": str(CORPUS / f["file"]), "page": str(p["page"]),
-                             "row_number": str(r["row_number"]), "name": r["name"], "postal_code": r["postal_code"],
-                             "signature": r["signature"], "status": "ok", "flags": ""})
+                rows.append({"signature_id": sid, "source_file": str(CORPUS / f["file"]),
+                             "page": str(p["page"]), "row_number": str(r["row_number"]), "name": r["name"],
+                             "postal_code": r["postal_code"], "signature": r["signature"], "status": "ok",
+                             "flags": ""})
                 details[sid] = {"signature_id": sid, "cells": copy.deepcopy(r["cells"])}
     return pd.DataFrame(rows, dtype=str), details
 
@@ -179,11 +180,13 @@ def test_pdf_boxes_are_scaled() -> None:
     assert _m(bench.score(truth, ledger, details, CORPUS, scales), "rows_localised") == pytest.approx(1 / 4)
 
 
-def test_photo_pdf_default_scale_uses_page_width() -> None:
-    f = {"file": "x.pdf", "format": "pdf", "mode": "photo"}
-    p = {"dpi": 200, "pixel_size": [1240, 1650]}
+def test_photo_pdf_default_scale_uses_first_page_width() -> None:
+    p = {"page": 1, "dpi": 200, "pixel_size": [1240, 1650]}
+    p2 = {"page": 2, "dpi": 200, "pixel_size": [1100, 1460]}
+    f = {"file": "x.pdf", "format": "pdf", "mode": "photo", "pages": [p, p2]}
     sx, sy = bench.default_scale(f, p)
     assert sx == pytest.approx(300 / (1240 / (210 / 25.4))) and sy == sx
+    assert bench.default_scale(f, p2) == (sx, sy)  # the whole PDF was saved at one resolution
     assert bench.default_scale({"file": "x.tif", "format": "tiff", "mode": "photo"}, p) == (1.0, 1.0)
 
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: generated sheets (never real people's), built once per test session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from scan_pipeline.synth import generate
+from scan_pipeline.template import load_template
+
+SCRIPT = Path(sys.executable).parent / "scan-pipeline"
+
+
+@pytest.fixture(scope="session")
+def template():
+    return load_template()
+
+
+@pytest.fixture(scope="session")
+def scan_corpus(tmp_path_factory, template) -> Path:
+    """Two scanned sheets (four pages) as PDF and PNG, with truth.json."""
+    out = tmp_path_factory.mktemp("scan_corpus")
+    generate(out, template, sheets=2, seed=11, modes=("scan",), formats=("pdf", "png"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def mixed_corpus(tmp_path_factory, template) -> Path:
+    """One sheet in each mode: scan, gray, bilevel, photo."""
+    out = tmp_path_factory.mktemp("mixed_corpus")
+    generate(out, template, sheets=4, seed=5, modes=("scan", "gray", "bilevel", "photo"),
+             formats=("png", "jpg", "tiff", "pdf"))
+    return out
+
+
+def load_truth(corpus: Path) -> dict:
+    return json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
+
+
+def copy_corpus(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
