@@ -37,27 +37,57 @@ def _order_corners(pts: np.ndarray) -> np.ndarray:
     return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
 
 
-def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
-    """The four corners of a sheet lying on a darker background, or None for a scan."""
-    scale = 800 / max(gray.shape)
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (5, 5), 0)
-    _, mask = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+def _quad_from_mask(mask: np.ndarray) -> np.ndarray | None:
+    """The page's four corners from a mask of the page, or None if it does not look like a sheet."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     page = max(contours, key=cv2.contourArea)
-    share = cv2.contourArea(page) / mask.size
-    if not 0.2 < share < 0.93:
-        return None
-    # a background must really surround the page: dark on every side of it
-    if (small[mask == 0].mean() if (mask == 0).any() else 255) > small[mask > 0].mean() * 0.8:
+    if not 0.2 < cv2.contourArea(page) / mask.size < 0.93:
         return None
     approx = cv2.approxPolyDP(page, 0.02 * cv2.arcLength(page, True), True)
     pts = approx.reshape(-1, 2).astype(np.float32) if len(approx) == 4 else cv2.boxPoints(cv2.minAreaRect(page))
     corners = _refine_corners(page.reshape(-1, 2).astype(np.float32), _order_corners(np.asarray(pts, np.float32)))
-    return corners / scale
+    sides = [float(np.linalg.norm(corners[(i + 1) % 4] - corners[i])) for i in range(4)]
+    # a sheet seen in perspective: opposite sides of similar length, a paper-like aspect
+    if min(sides) < 50 or not all(0.7 < sides[i] / sides[i + 2] < 1.43 for i in (0, 1)):
+        return None
+    aspect = (sides[1] + sides[3]) / (sides[0] + sides[2])
+    if not (1.1 < aspect < 1.8 or 1 / 1.8 < aspect < 1 / 1.1):
+        return None
+    if not cv2.isContourConvex(corners.reshape(-1, 1, 2)):
+        return None
+    return corners
+
+
+def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
+    """The four corners of a sheet lying on a darker background, or None for a scan.
+
+    The page is first taken as the bright region; where uneven light makes part of it as dark as
+    the table, as the region inside the page's edge instead.
+    """
+    scale = 800 / max(gray.shape)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (5, 5), 0)
+    _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # a scan: paper everywhere, or no background darker than the paper around it
+    if (bright == 0).mean() < 0.05 or small[bright == 0].mean() > small[bright > 0].mean() * 0.8:
+        return None
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    corners = _quad_from_mask(bright)
+    if corners is None:
+        # The convex hull of the long edges: the page's border, even where it fades in a shadow.
+        edges = cv2.Canny(small, 15, 45)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+        long = np.flatnonzero(np.hypot(stats[:, 2], stats[:, 3]) > 0.05 * max(small.shape))
+        long = long[long > 0]
+        if len(long):
+            ys, xs = np.nonzero(np.isin(labels, long))
+            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+            filled = np.zeros_like(edges)
+            cv2.drawContours(filled, [hull], -1, 255, thickness=cv2.FILLED)
+            corners = _quad_from_mask(filled)
+    return None if corners is None else corners / scale
 
 
 def _refine_corners(contour: np.ndarray, corners: np.ndarray) -> np.ndarray:
