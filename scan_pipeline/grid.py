@@ -19,6 +19,10 @@ from .engines import DIGITS, OcrEngine
 from .records import Box, FlatPage, GridBlock, GridRow, PageGrid, PageIssue
 from .template import Template
 
+# Sum of absolute differences between found and template column shares above which a structure
+# of ruled lines is not the signature grid.
+MAX_COLUMN_MISFIT = 0.35
+
 
 @dataclass(frozen=True)
 class PageMasks:
@@ -42,8 +46,17 @@ def page_masks(gray: np.ndarray) -> PageMasks:
     h, w = gray.shape
     block = max(15, (w // 60) | 1)
     ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 18)
-    horizontal = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (w // 30, 1)))
-    vertical = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, h // 70)))
+    # Lines are found on the page smoothed along them: a faint or broken line (a photo, a worn
+    # printer) becomes solid, while noise and handwriting do not become long.
+    smear = max(5, w // 110)
+
+    def lines_along(kernel: tuple[int, int], length: tuple[int, int]) -> np.ndarray:
+        smooth = cv2.blur(gray, kernel)
+        mask = cv2.adaptiveThreshold(smooth, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
+        return cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, length))
+
+    horizontal = lines_along((smear, 1), (w // 30, 1))
+    vertical = lines_along((1, smear), (1, h // 70))
     return PageMasks(ink, horizontal, vertical)
 
 
@@ -116,7 +129,12 @@ def _number_crop(gray: np.ndarray, box: Box) -> np.ndarray | None:
     crop = gray[box.y0 + pad_y:box.y1 - pad_y, box.x0 + pad_x:box.x1 - pad_x]
     if crop.size == 0:
         return None
-    ink = crop < 140
+    # Stretch the contrast: a photographed number is a blurred gray, not black.
+    dark, paper = float(crop.min()), float(np.percentile(crop, 95))
+    if paper - dark < 40:
+        return None
+    crop = np.clip((crop.astype(np.float32) - dark) * (255.0 / (paper - dark)), 0, 255).astype(np.uint8)
+    ink = crop < 128
     if ink.sum() < 6:
         return None
     ys, xs = np.nonzero(ink)
@@ -134,32 +152,35 @@ def read_number(gray: np.ndarray, box: Box, engine: OcrEngine) -> tuple[str, int
     return text, int(text) if text.isdigit() and len(text) <= 3 else None
 
 
-def fit_numbers(reads: list[list[int | None]], template: Template) -> tuple[int | None, list[list[int | None]], int]:
-    """Fit what was read in each block to the template's printed sequences.
+def fit_numbers(reads: list[list[int | None]],
+                template: Template) -> tuple[int | None, list[list[int | None] | None], int]:
+    """Fit what was read in each found block to the template's printed sequences.
 
-    Returns the sheet page, the number of every row (None where it cannot be placed) and how many
-    read numbers agree with the fit. Misreads are outvoted by their neighbours; real gaps in the
-    printed sequence (a row not printed) are kept because the sequence itself has them.
+    Returns the sheet page, for every found block the number of each of its rows (None for a block
+    that is not part of the grid, a None number for a row that cannot be placed) and how many read
+    numbers agree with the fit. Misreads are outvoted by their neighbours; real gaps in the printed
+    sequence (a row not printed) are kept because the sequence itself has them.
     """
-    best: tuple[int, int | None, list[list[int | None]]] = (0, None, [[None] * len(r) for r in reads])
+    best: tuple[int, int | None, list[list[int | None] | None]] = (0, None, [None] * len(reads))
     for page in template.pages:
         grids = page.grids
-        if len(reads) > len(grids):
-            continue
-        for chosen in combinations(range(len(grids)), len(reads)):
-            total, numbers = 0, []
-            for found, g in zip(reads, chosen):
-                seq = grids[g]
-                if len(found) > len(seq):
-                    numbers.append([None] * len(found))
-                    continue
-                scores = [sum(1 for i, r in enumerate(found) if r == seq[k + i])
-                          for k in range(len(seq) - len(found) + 1)]
-                k = int(np.argmax(scores))
-                total += scores[k]
-                numbers.append(list(seq[k:k + len(found)]))
-            if total > best[0]:
-                best = (total, page.page, numbers)
+        k = min(len(reads), len(grids))
+        for found_ids in combinations(range(len(reads)), k):
+            for grid_ids in combinations(range(len(grids)), k):
+                total = 0
+                numbers: list[list[int | None] | None] = [None] * len(reads)
+                for f, g in zip(found_ids, grid_ids):
+                    found, seq = reads[f], grids[g]
+                    if len(found) > len(seq):
+                        numbers[f] = [None] * len(found)
+                        continue
+                    scores = [sum(1 for i, r in enumerate(found) if r == seq[j + i])
+                              for j in range(len(seq) - len(found) + 1)]
+                    j = int(np.argmax(scores))
+                    total += scores[j]
+                    numbers[f] = list(seq[j:j + len(found)])
+                if total > best[0]:
+                    best = (total, page.page, numbers)
     return best[1], best[2], best[0]
 
 
@@ -187,11 +208,13 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
                                     f"columns, the template has {len(widths)}"))
             continue
         xs, err, err_flipped = _choose_columns(xs, widths)
-        flipped_votes += 1 if err_flipped < err else -1
+        if min(err, err_flipped) > MAX_COLUMN_MISFIT:
+            continue  # lines, but not the template's columns (a box, a table of something else)
         ys = _row_lines(masks, block, xs)
         if len(ys) < 3:
             issues.append(PageIssue("block_rows", f"a grid block at y={block.y0} has no rows"))
             continue
+        flipped_votes += 1 if err_flipped < err else -1
         layouts.append((block, xs, ys))
     if flipped_votes > 0:
         return GridSearch(None, (), upside_down=True)
@@ -202,16 +225,22 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
 
     reads: list[list[int | None]] = []
     texts: list[list[str]] = []
-    for _, xs, ys in layouts:
+    numbered = []
+    for layout in layouts:
+        _, xs, ys = layout
         block_reads, block_texts = [], []
         for top, bottom in zip(ys[1:-1], ys[2:]):  # ys[0]..ys[1] is the header row
             text, value = read_number(gray, Box(xs[0], top, xs[1], bottom), engine)
             block_reads.append(value)
             block_texts.append(text)
+        if not any(v is not None for v in block_reads):
+            continue  # no printed number at all: not a block of the signature grid
+        numbered.append(layout)
         reads.append(block_reads)
         texts.append(block_texts)
+    layouts = numbered
     sheet_page, numbers, agree = fit_numbers(reads, template)
-    n_rows = sum(len(r) for r in reads)
+    n_rows = sum(len(r) for r, n in zip(reads, numbers) if n is not None) or sum(len(r) for r in reads)
     if sheet_page is None or agree < max(2, n_rows // 4):
         return GridSearch(None, tuple(issues) + (PageIssue(
             "page_rows_unnumbered",
@@ -221,6 +250,8 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     blocks = []
     keys = template.column_keys
     for (_, xs, ys), block_numbers, block_reads, block_texts in zip(layouts, numbers, reads, texts):
+        if block_numbers is None:
+            continue  # a structure that is not part of the sheet's grid
         rows = []
         for i, (top, bottom) in enumerate(zip(ys[1:-1], ys[2:])):
             number = block_numbers[i]

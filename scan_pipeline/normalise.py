@@ -26,8 +26,7 @@ def flatten_light(gray: np.ndarray) -> np.ndarray:
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
     paper = cv2.GaussianBlur(paper, (0, 0), 2)
     paper = cv2.resize(paper, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
-    flat = gray.astype(np.float32) / np.maximum(paper.astype(np.float32), 1.0) * 255.0
-    return np.clip(flat, 0, 255).astype(np.uint8)
+    return cv2.divide(gray, np.maximum(paper, 1), scale=255)
 
 
 def _order_corners(pts: np.ndarray) -> np.ndarray:
@@ -70,8 +69,12 @@ def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (5, 5), 0)
     _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    # a scan: paper everywhere, or no background darker than the paper around it
-    if (bright == 0).mean() < 0.05 or small[bright == 0].mean() > small[bright > 0].mean() * 0.8:
+    # A scan has paper up to its edges; a photo has the table there, darker than the paper.
+    h, w = small.shape
+    m = max(2, min(h, w) // 50)
+    frame = np.concatenate([small[:m].ravel(), small[-m:].ravel(), small[:, :m].ravel(), small[:, -m:].ravel()])
+    paper = np.percentile(small[h // 4:3 * h // 4, w // 4:3 * w // 4], 90)
+    if np.median(frame) > 0.8 * paper:
         return None
     bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     corners = _quad_from_mask(bright)
@@ -153,6 +156,9 @@ def estimate_skew(gray: np.ndarray, max_degrees: float = 10.0) -> float:
     ys, xs = np.nonzero(ink)
     if len(xs) < 100:
         return coarse
+    if len(xs) > 40_000:  # a sample is as sharp and much faster
+        pick = np.random.default_rng(0).choice(len(xs), 40_000, replace=False)
+        ys, xs = ys[pick], xs[pick]
     best, best_score = coarse, -1.0
     for angle in np.arange(coarse - 0.3, coarse + 0.3001, 0.02):
         t = np.radians(angle)

@@ -39,6 +39,12 @@ def test_fit_places_a_partial_block(template):
     assert page == 2 and numbers == [[30, 31, 32, 33, 34, 35]]
 
 
+def test_fit_ignores_a_block_that_is_not_the_grid(template):
+    page, numbers, _ = fit_numbers([[None, 2], [11, 12, 13, None, 15, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 27,
+                                                28, 29, 30, 31, 32, 33, 34, 35]], template)
+    assert page == 2 and numbers[0] is None and numbers[1][3] == 14
+
+
 def test_fit_refuses_to_guess(template):
     page, _, agree = fit_numbers([[None] * 10], template)
     assert agree == 0
@@ -61,8 +67,7 @@ def test_deskew_is_precise(mixed_corpus):
         flat = normalise_page(page)
         residual = estimate_skew(flat.pixels)
         assert abs(residual) < 0.2, (f["file"], facts["rotation_deg"], flat.skew_deg, residual)
-        if f["mode"] == "photo":
-            assert flat.photo
+        assert flat.photo == (f["mode"] == "photo"), f["file"]  # a scan is never warped as a photo
 
 
 def test_every_row_found_in_every_mode(mixed_corpus, template, engine):
