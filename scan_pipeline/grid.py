@@ -9,7 +9,7 @@ this is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import cv2
@@ -82,6 +82,46 @@ def find_blocks(masks: PageMasks) -> list[Box]:
     blocks = [Box(int(x), int(y), int(x + bw), int(y + bh))
               for x, y, bw, bh, _ in stats[1:] if bw >= 0.4 * w and bh >= 0.03 * h]
     return sorted(blocks, key=lambda b: b.y0)
+
+
+def square_up(flat: FlatPage, masks: PageMasks, tolerance_px: float = 3.0) -> FlatPage | None:
+    """Warp the page so that the grid's outer frame is a rectangle, when it is not.
+
+    A photo's outline is found to a few pixels; over a tall grid that leaves a slight keystone,
+    enough for long lines to lean out of their columns. The grid's own frame is the better guide.
+    Returns None when the frame is already square (scans) or cannot be traced.
+    """
+    from .normalise import _order_corners, _refine_corners
+
+    blocks = find_blocks(masks)
+    if not blocks:
+        return None
+    block = max(blocks, key=lambda b: b.width * b.height)
+    pad = 4
+    sub = masks.lines[max(0, block.y0 - pad):block.y1 + pad, max(0, block.x0 - pad):block.x1 + pad]
+    contours, _ = cv2.findContours(cv2.dilate(sub, np.ones((3, 3), np.uint8)), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    frame = max(contours, key=cv2.contourArea)
+    offset = np.array([max(0, block.x0 - pad), max(0, block.y0 - pad)], np.float32)
+    hull = cv2.convexHull(frame)
+    approx = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
+    if len(approx) != 4:
+        return None
+    corners = _refine_corners(frame.reshape(-1, 2).astype(np.float32),
+                              _order_corners(approx.reshape(-1, 2).astype(np.float32))) + offset
+    tl, tr, br, bl = corners
+    x0, x1 = (tl[0] + bl[0]) / 2, (tr[0] + br[0]) / 2
+    y0, y1 = (tl[1] + tr[1]) / 2, (bl[1] + br[1]) / 2
+    target = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+    if np.abs(corners - target).max() <= tolerance_px:
+        return None
+    H = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
+    gray = cv2.warpPerspective(flat.pixels, H, (flat.pixels.shape[1], flat.pixels.shape[0]),
+                               flags=cv2.INTER_LINEAR, borderValue=255)
+    transform = H @ np.array(flat.transform)
+    return replace(flat, pixels=gray, transform=tuple(tuple(float(v) for v in row) for row in transform))
 
 
 def _choose_columns(xs: list[int], widths: np.ndarray) -> tuple[list[int], float, float]:

@@ -101,6 +101,7 @@ class SidecarPaths:
     details: Path  # L.details.jsonl : what does not fit a column, one object per signature_id
     lock: Path  # L.lock : flock target; never deleted, deleting lock files races
     audit: Path  # L.audit.jsonl : review history (written by the review tools)
+    pages: Path  # L.pages.jsonl : one record per page processed: quality figures and issues, no names
 
 
 def sidecar_paths(ledger: Path) -> SidecarPaths:
@@ -110,6 +111,7 @@ def sidecar_paths(ledger: Path) -> SidecarPaths:
         details=ledger.with_suffix(".details.jsonl"),
         lock=ledger.with_suffix(".lock"),
         audit=ledger.with_suffix(".audit.jsonl"),
+        pages=ledger.with_suffix(".pages.jsonl"),
     )
 
 
@@ -775,3 +777,20 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
         if not ledger.exists() or not _same_rows(before, after):
             _write_valid(after, ledger)  # validated above
     return summary
+
+
+def append_page_records(ledger: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append the run's per-page records (quality figures, issues; never names) to L.pages.jsonl."""
+    if not records:
+        return
+    path = sidecar_paths(ledger).pages
+    _ensure_dir(path.parent)
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check that the ledger's folder is writable") from exc

@@ -135,7 +135,7 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
     for index in range(count):
         try:
             images = convert_from_path(str(path), dpi=dpi, first_page=index + 1, last_page=index + 1,
-                                       grayscale=False, timeout=120)
+                                       grayscale=True, timeout=120)  # color adds nothing to read
         except Exception as exc:  # poppler's errors come as many types; the page is reported
             raise InputFileError(f"poppler could not render the page: {exc}", file=given, page=index + 1,
                                  hint="open the PDF in a viewer; export this page as an image") from exc

@@ -77,20 +77,23 @@ def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
     if np.median(frame) > 0.8 * paper:
         return None
     bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
-    corners = _quad_from_mask(bright)
-    if corners is None:
-        # The convex hull of the long edges: the page's border, even where it fades in a shadow.
-        edges = cv2.Canny(small, 15, 45)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
-        long = np.flatnonzero(np.hypot(stats[:, 2], stats[:, 3]) > 0.05 * max(small.shape))
-        long = long[long > 0]
-        if len(long):
-            ys, xs = np.nonzero(np.isin(labels, long))
-            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
-            filled = np.zeros_like(edges)
-            cv2.drawContours(filled, [hull], -1, 255, thickness=cv2.FILLED)
-            corners = _quad_from_mask(filled)
-    return None if corners is None else corners / scale
+    candidates = [_quad_from_mask(bright)]
+    # The convex hull of the long edges: the page's border, even where a shadow makes part of the
+    # page as dark as the table (the bright region then misses a corner of the page).
+    edges = cv2.Canny(small, 15, 45)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+    long = np.flatnonzero(np.hypot(stats[:, 2], stats[:, 3]) > 0.05 * max(small.shape))
+    long = long[long > 0]
+    if len(long):
+        ys, xs = np.nonzero(np.isin(labels, long))
+        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+        filled = np.zeros_like(edges)
+        cv2.drawContours(filled, [hull], -1, 255, thickness=cv2.FILLED)
+        candidates.append(_quad_from_mask(filled))
+    found = [c for c in candidates if c is not None]
+    if not found:
+        return None
+    return max(found, key=lambda c: cv2.contourArea(c.reshape(-1, 1, 2))) / scale
 
 
 def _refine_corners(contour: np.ndarray, corners: np.ndarray) -> np.ndarray:

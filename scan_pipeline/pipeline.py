@@ -20,13 +20,24 @@ from .cells import cut_row
 from .config import Config, load_config
 from .engines import OcrEngine, tesseract_engine
 from .errors import InputFileError, NoInputError, OutputError, PipelineError
-from .grid import PageMasks, find_grid, page_masks
-from .ledger import append_results, read_ledger
+from .grid import PageMasks, find_grid, page_masks, square_up
+from .ledger import append_page_records, append_results, read_ledger, utc_timestamp
 from .load import InputFile, expand_inputs, iter_pages
 from .names import read_name
 from .normalise import normalise_page, turn_upside_down
 from .postal import PostalList, load_postal_list, read_postal
-from .records import Box, FlatPage, GridRow, PageGrid, PageImage, PageIssue, PageQuality, PageResult, RowReading
+from .records import (
+    Box,
+    FlatPage,
+    GridRow,
+    PageGrid,
+    PageImage,
+    PageIssue,
+    PageQuality,
+    PageResult,
+    RowCells,
+    RowReading,
+)
 from .signature import signature_state
 from .template import Template, load_template
 
@@ -60,11 +71,10 @@ def _to_source(box: Box, inverse: np.ndarray) -> Box:
                int(round(pts[:, 0].max())), int(round(pts[:, 1].max())))
 
 
-def read_row(flat: FlatPage, masks: PageMasks, row: GridRow, ctx: WorkerContext,
+def read_row(masks: PageMasks, row: GridRow, cells: RowCells, ctx: WorkerContext,
              inverse: np.ndarray) -> RowReading:
     """Recognise one row: name, postal code, signature state, and the flags a person should see."""
     cfg = ctx.config
-    cells = cut_row(flat.pixels, masks, row, cfg.cells)
     ink = dict(cells.ink)
     has = {k: v >= cfg.cells.empty_ink for k, v in ink.items()}
     name, name_flags = read_name(cells.crop("name"), has["name"], ctx.engine, cfg.names)
@@ -117,6 +127,9 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     aspect = ctx.template.paper_mm[1] / ctx.template.paper_mm[0]
     flat = normalise_page(page, aspect)
     masks = page_masks(flat.pixels)
+    squared = square_up(flat, masks)
+    if squared is not None:
+        flat, masks = squared, page_masks(squared.pixels)
     search = find_grid(flat, ctx.template, ctx.engine, masks)
     if search.upside_down:
         flat = turn_upside_down(flat)
@@ -124,20 +137,19 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
         search = find_grid(flat, ctx.template, ctx.engine, masks)
     grid = search.grid
     issues = list(search.issues)
-    rows: list[RowReading] = []
-    if grid is not None:
-        inverse = np.linalg.inv(np.array(flat.transform))
-        for row in grid.rows:
-            if row.number is None:
-                issues.append(PageIssue("row_unnumbered", "a row could not be given a printed number",
-                                        "check the page with --debug-dir"))
-                continue
-            rows.append(read_row(flat, masks, row, ctx, inverse))
+    numbered = [row for row in grid.rows if row.number is not None] if grid else []
+    if grid and len(numbered) < len(grid.rows):
+        issues.append(PageIssue("row_unnumbered", f"{len(grid.rows) - len(numbered)} row(s) could not be given "
+                                "a printed number", "check the page with --debug-dir"))
+    cut = [cut_row(flat.pixels, masks, row, ctx.config.cells) for row in numbered]
+    geometry_seconds = time.perf_counter() - start
+    inverse = np.linalg.inv(np.array(flat.transform))
+    rows = [read_row(masks, row, cells, ctx, inverse) for row, cells in zip(numbered, cut)]
     quality = PageQuality(
         rotation=flat.rotation, skew_deg=round(flat.skew_deg, 3),
         lines_found=grid.lines_found if grid else (0, 0), rows_found=len(rows),
         rows_expected=len(ctx.template.rows_on_page(grid.sheet_page)) if grid and grid.sheet_page else 0,
-        seconds=round(time.perf_counter() - start, 3))
+        geometry_seconds=round(geometry_seconds, 3), seconds=round(time.perf_counter() - start, 3))
     return PageResult(ref=page.ref, rows=tuple(rows), issues=tuple(issues), quality=quality,
                       sheet_page=grid.sheet_page if grid else None,
                       overlay_png=overlay(flat, grid) if ctx.debug else b"")
@@ -196,11 +208,13 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
             raise OutputError(f"cannot create {debug_dir}: {exc.strerror or exc}") from exc
     ctx = context or WorkerContext.build(template, config, debug=debug_dir is not None)
     for item in files:
-        results = _process_file(item, ctx, known, report, debug_dir, progress)
+        records: list[dict] = []
+        results = _process_file(item, ctx, known, report, debug_dir, progress, records)
         if results:
             summary = append_results(ledger, results, reprocess=reprocess)
             report.rows_added += summary.rows_added
             report.duplicates += summary.duplicates_marked
+        append_page_records(ledger, records)
     if report.pages_done == 0 and report.pages_skipped == 0:
         reasons = "; ".join(str(f) for f in report.failures[:5])
         raise NoInputError(f"no readable page in the input ({reasons})",
@@ -209,8 +223,21 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
     return report
 
 
+def page_record(result: PageResult, status: str) -> dict:
+    """What the run keeps about a page: where it is, how its geometry went, what went wrong."""
+    q = result.quality
+    return {
+        "page_sha256": result.ref.page_sha256, "source_file": result.ref.source_file, "page": result.ref.page,
+        "status": status, "processed_at": utc_timestamp(), "sheet_page": result.sheet_page,
+        "rotation": q.rotation, "skew_deg": q.skew_deg, "lines_found": list(q.lines_found),
+        "rows_found": q.rows_found, "rows_expected": q.rows_expected,
+        "geometry_seconds": q.geometry_seconds, "seconds": q.seconds,
+        "issues": [{"code": i.code, "message": i.message} for i in result.issues],
+    }
+
+
 def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: BatchReport,
-                  debug_dir: Path | None, progress: Progress | None) -> list[PageResult]:
+                  debug_dir: Path | None, progress: Progress | None, records: list[dict]) -> list[PageResult]:
     results = []
     try:
         for page in iter_pages(item):
@@ -233,6 +260,7 @@ def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: 
             page_failed = [i for i in result.issues if i.code.startswith("page_")]
             for issue in page_failed:
                 report.failures.append(Failure(item.given_as, page.ref.page, issue.message, issue.hint))
+            records.append(page_record(result, "failed" if page_failed else "done"))
             if not page_failed:
                 report.pages_done += 1
                 report.flagged += sum(1 for r in result.rows if r.flags and not r.is_blank)

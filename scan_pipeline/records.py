@@ -159,6 +159,7 @@ class PageQuality:
     lines_found: tuple[int, int] = (0, 0)
     rows_found: int = 0
     rows_expected: int = 0
+    geometry_seconds: float = 0.0  # normalise, grid and cells: everything before recognition
     seconds: float = 0.0
 
 

@@ -14,7 +14,7 @@ import glob
 import io
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -249,7 +249,7 @@ def _photo(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     gx, gy = rng.uniform(-0.35, 0.35, 2)
     light = 1.0 - np.abs(gx) * 0.3 - np.abs(gy) * 0.3 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5)
-    light = np.clip(light, 0.5, 1.05) * rng.uniform(0.85, 1.0)
+    light = np.clip(light, 0.6, 1.05) * rng.uniform(0.85, 1.0)
     page = np.clip(img.astype(np.float32) * light[..., None], 0, 255).astype(np.uint8)
     page_h_out = rng.uniform(1170, 1700)  # ~100-145 dpi across the page
     out_h = int(page_h_out / rng.uniform(0.80, 0.9))
@@ -369,7 +369,19 @@ def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng:
     return canvas, layout, rows_truth
 
 
-def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray, dict]:
+@dataclass(frozen=True)
+class Conditions:
+    """Conditions forced on a page for a targeted test; None means drawn at random."""
+
+    dpi: int | None = None
+    angle: float | None = None  # degrees, counter-clockwise
+    upside_down: bool | None = None
+    scale: float | None = None  # the sheet printed at this share of its size
+    blurred_numbers: tuple[int, ...] = ()  # printed row numbers smudged in print
+
+
+def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator,
+            conditions: Conditions = Conditions()) -> tuple[Image.Image, np.ndarray, dict]:
     """Scan or photograph a page. Returns the image, the 3x3 transform of page pixels, and facts."""
     facts: dict[str, Any] = {"rotation_deg": 0.0, "upside_down": False}
     if mode == "photo":
@@ -378,6 +390,10 @@ def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[Im
     limit = {"scan": 5.0, "gray": 3.0, "bilevel": 2.0}[mode]
     angle = float(rng.uniform(-limit, limit)) if rng.random() < 0.8 else 0.0
     upside_down = bool(rng.random() < 0.12)
+    if conditions.angle is not None:
+        angle = conditions.angle
+    if conditions.upside_down is not None:
+        upside_down = conditions.upside_down
     facts.update(rotation_deg=round(angle, 3), upside_down=upside_down)
     tint = rng.uniform(235, 255)
     paper = np.clip(canvas.astype(np.float32) * (tint / 255.0), 0, 255).astype(np.uint8)
@@ -417,6 +433,28 @@ def _save(images: list[Image.Image], path: Path, fmt: str, dpi: float) -> None:
         images[0].save(path, "PNG", dpi=(int(dpi), int(dpi)))
 
 
+def make_page(template: Template, page: int, mode: str, rng: np.random.Generator, people: _People,
+              style: SheetStyle, dpi: int, fill_to: float = 1.0,
+              conditions: Conditions = Conditions()) -> tuple[Image.Image, dict[str, Any]]:
+    """One filled, scanned or photographed page, and its truth (cell boxes in the image's pixels)."""
+    if conditions.scale is not None:
+        style = replace(style, scale=conditions.scale)
+    dpi = conditions.dpi or dpi
+    canvas, _, rows = fill_page(template, page, dpi, style, rng, people, fill_to)
+    for row in rows:
+        if row["row_number"] in conditions.blurred_numbers:
+            x0, y0, x1, y1 = row["cells"]["row_number"]
+            canvas[y0:y1, x0:x1] = cv2.GaussianBlur(canvas[y0:y1, x0:x1], (0, 0), dpi / 110)
+    image, H, facts = degrade(canvas, mode, rng, conditions)
+    for row in rows:
+        row["cells"] = {k: _transform_box(Box(*b), H) for k, b in row["cells"].items()}
+    return image, {"sheet_page": page, "dpi": dpi, "pixel_size": list(image.size), **facts, "rows": rows}
+
+
+def people_from(postal_codes: tuple[str, ...], rng: np.random.Generator) -> _People:
+    return _People(rng, postal_codes, [])
+
+
 def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple[str, ...] = MODES,
              formats: tuple[str, ...] = FORMATS, postal_codes: tuple[str, ...] | None = None,
              progress: Any = None) -> dict[str, Any]:
@@ -440,15 +478,8 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
         style = _style(rng, template)
         dpi = _dpi_for(mode, rng)
         fill_to = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))
-        pages = []
-        for p in template.pages:
-            canvas, _, rows = fill_page(template, p.page, dpi, style, rng, people,
-                                        fill_to if p.page == len(template.pages) else 1.0)
-            image, H, facts = degrade(canvas, mode, rng)
-            for row in rows:
-                row["cells"] = {k: _transform_box(Box(*b), H) for k, b in row["cells"].items()}
-            pages.append((image, {"sheet_page": p.page, "dpi": dpi, "pixel_size": list(image.size),
-                                  **facts, "rows": rows}))
+        pages = [make_page(template, p.page, mode, rng, people, style, dpi,
+                           fill_to if p.page == len(template.pages) else 1.0) for p in template.pages]
         if rng.random() < 0.3:
             pages.reverse()  # pages come in any order: the pipeline tells them by their row numbers
         token = rng.integers(0, 16 ** 6, len(pages))

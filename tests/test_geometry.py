@@ -101,3 +101,74 @@ def test_blank_page_is_reported_not_guessed(template):
     result = process_page(page, WorkerContext.build(template))
     assert result.rows == ()
     assert any(i.code == "page_no_grid" for i in result.issues)
+
+
+# --- targeted conditions (issue 4): each asserts row numbers and cell boxes against the truth ------
+
+def _page_under(template, mode, seed, **conditions):
+    from scan_pipeline.load import _to_array
+    from scan_pipeline.postal import load_postal_list
+    from scan_pipeline.records import PageImage, PageRef
+    from scan_pipeline.synth import Conditions, _style, make_page, people_from
+
+    rng = np.random.default_rng(seed)
+    page_no = conditions.pop("page", 2)
+    people = people_from(tuple(load_postal_list().codes), rng)
+    image, info = make_page(template, page_no, mode, rng, people, _style(rng, template), 300,
+                            conditions=Conditions(**conditions))
+    return PageImage(PageRef(f"{mode}-{seed}.png", 1, f"{seed:064x}"), _to_array(image), info["dpi"]), info
+
+
+def _assert_every_row_found(result, info, scale=1.0):
+    assert result.sheet_page == info["sheet_page"]
+    found = {r.row_number: dict(r.boxes) for r in result.rows}
+    for row in info["rows"]:
+        if not row["written"]:
+            continue
+        assert row["row_number"] in found, row["row_number"]
+        for column in ("name", "postal_code", "signature"):
+            truth_box = Box(*[int(round(v * scale)) for v in row["cells"][column]])
+            assert found[row["row_number"]][column].iou(truth_box) > 0.6, (row["row_number"], column)
+
+
+@pytest.fixture(scope="module")
+def context(template):
+    return WorkerContext.build(template)
+
+
+@pytest.mark.parametrize("angle", [-5.0, 5.0])
+def test_rotated_five_degrees(template, context, angle):
+    page, info = _page_under(template, "scan", 21, angle=angle, upside_down=False)
+    result = process_page(page, context)
+    assert abs(result.quality.skew_deg + angle) < 0.2 or abs(result.quality.skew_deg - angle) < 0.2
+    _assert_every_row_found(result, info)
+
+
+def test_upside_down(template, context):
+    page, info = _page_under(template, "gray", 22, angle=1.5, upside_down=True, page=1)
+    result = process_page(page, context)
+    assert result.quality.rotation == 180
+    _assert_every_row_found(result, info)
+
+
+def test_150_dpi_bilevel(template, context):
+    page, info = _page_under(template, "bilevel", 23, dpi=150, upside_down=False)
+    _assert_every_row_found(process_page(page, context), info)
+
+
+def test_photo_in_perspective_on_a_table(template, context):
+    page, info = _page_under(template, "photo", 24)
+    result = process_page(page, context)
+    _assert_every_row_found(result, info)
+
+
+def test_sheet_printed_at_90_percent(template, context):
+    page, info = _page_under(template, "scan", 25, scale=0.9, angle=0.7, upside_down=False, page=1)
+    _assert_every_row_found(process_page(page, context), info)
+
+
+def test_a_blurred_row_number_is_placed_by_its_neighbours(template, context):
+    page, info = _page_under(template, "gray", 26, blurred_numbers=(14, 27), upside_down=False)
+    result = process_page(page, context)
+    _assert_every_row_found(result, info)
+    assert [r.row_number for r in result.rows] == list(template.rows_on_page(2))

@@ -175,3 +175,17 @@ def test_sheet_blank_is_two_a4_pages_the_pipeline_can_read(tmp_path, template):
     assert [p.sheet_page for p in pages] == [1, 2]
     assert [p.quality.rows_found for p in pages] == [10, 24]
     assert all(r.is_blank for p in pages for r in p.rows)  # nothing written: nothing in a ledger
+
+
+def test_per_page_quality_records_hold_no_names(processed):
+    import json
+
+    corpus, ledger, _ = processed
+    lines = (ledger.parent / "ledger.pages.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4 and all(r["status"] == "done" for r in records)
+    assert all(r["rows_found"] == r["rows_expected"] > 0 for r in records)
+    assert {r["sheet_page"] for r in records} == {1, 2}
+    text = "\n".join(lines)
+    names = [r["name"] for f in load_truth(corpus)["files"] for p in f["pages"] for r in p["rows"] if r["written"]]
+    assert not any(n.split()[0] in text for n in names)
