@@ -24,7 +24,7 @@ def clean_ink(ink: np.ndarray, min_size: int) -> np.ndarray:
 
 def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfig) -> RowCells:
     """Each writing cell of a row, cropped with a margin and its ruled lines whitened."""
-    lines = cv2.dilate(masks.lines, np.ones((3, 3), np.uint8))
+    lines = masks.lines_wide
     margin = int(row.box.height * config.margin)
     min_size = max(2, int(row.box.height * config.speck_px))
     crops, inks = [], []

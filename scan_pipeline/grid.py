@@ -10,6 +10,7 @@ this is.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from itertools import combinations
 
 import cv2
@@ -30,9 +31,14 @@ class PageMasks:
     horizontal: np.ndarray  # 255 on horizontal ruled lines
     vertical: np.ndarray  # 255 on vertical ruled lines
 
-    @property
+    @cached_property
     def lines(self) -> np.ndarray:
         return cv2.bitwise_or(self.horizontal, self.vertical)
+
+    @cached_property
+    def lines_wide(self) -> np.ndarray:
+        """The ruled lines and a pixel around them: what is whitened out of a cell."""
+        return cv2.dilate(self.lines, np.ones((3, 3), np.uint8))
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,33 @@ def _runs(profile: np.ndarray, threshold: float, join: int) -> list[tuple[int, i
     return [(a, b) for a, b in runs]
 
 
+def _vertical_lines(masks: PageMasks, box: Box) -> list[int]:
+    sub = masks.vertical[box.y0:box.y1, box.x0:box.x1] > 0
+    return [box.x0 + (a + b) // 2 for a, b in _runs(sub.mean(axis=0), 0.5, 2)]
+
+
 def find_blocks(masks: PageMasks) -> list[Box]:
-    """Grid blocks: large connected structures of ruled lines, top to bottom."""
+    """Grid blocks: large connected structures of ruled lines, top to bottom.
+
+    Pieces of one grid cut apart by gaps in its lines are joined: one under the other, with
+    vertical lines at the same places.
+    """
     h, w = masks.ink.shape
     lines = cv2.dilate(masks.lines, np.ones((5, 5), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
-    blocks = [Box(int(x), int(y), int(x + bw), int(y + bh))
-              for x, y, bw, bh, _ in stats[1:] if bw >= 0.4 * w and bh >= 0.03 * h]
-    return sorted(blocks, key=lambda b: b.y0)
+    wide = sorted((Box(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh, _ in stats[1:]
+                   if bw >= 0.4 * w and bh >= 0.005 * h), key=lambda b: b.y0)
+    blocks: list[Box] = []
+    for box in wide:
+        if blocks and 0 <= box.y0 - blocks[-1].y1 < 0.03 * h:
+            above, here = _vertical_lines(masks, blocks[-1]), _vertical_lines(masks, box)
+            shared = sum(1 for x in here if any(abs(x - a) <= w * 0.006 for a in above))
+            if shared >= 3:
+                prev = blocks[-1]
+                blocks[-1] = Box(min(prev.x0, box.x0), prev.y0, max(prev.x1, box.x1), box.y1)
+                continue
+        blocks.append(box)
+    return [b for b in blocks if b.width >= 0.4 * w and b.height >= 0.03 * h]
 
 
 def square_up(flat: FlatPage, masks: PageMasks, tolerance_px: float = 3.0) -> FlatPage | None:
@@ -148,9 +173,20 @@ def _row_lines(masks: PageMasks, block: Box, xs: list[int]) -> list[int]:
     sub = cv2.dilate(masks.horizontal[block.y0:block.y1, xs[0]:xs[-1]], np.ones((2 * slack + 1, 1), np.uint8)) > 0
     full = sub.mean(axis=1)
     first = sub[:, : max(1, xs[1] - xs[0])].mean(axis=1)
-    profile = np.where(first >= 0.5, full, 0.0)
-    runs = _runs(profile, 0.55, join=2)
-    ys = [block.y0 + (a + b) // 2 for a, b in runs]
+    found = [(block.y0 + (a + b) // 2, float(first[a:b].max())) for a, b in _runs(full, 0.5, join=2)]
+    strong = [y for y, f in found if f >= 0.3]
+    ys = strong
+    if len(strong) >= 3:
+        # A line whose part in the narrow number column is lost (a gap in the print) is kept when
+        # it falls where the evenly spaced rows put a line; a strike-out falls mid-row.
+        gaps = np.diff(strong)
+        pitch = float(np.median(gaps[(gaps > 0.5 * np.median(gaps)) & (gaps < 1.5 * np.median(gaps))]))
+        for y, f in found:
+            if f < 0.3:
+                steps = (y - min(strong, key=lambda s: abs(s - y))) / pitch
+                if abs(steps - round(steps)) < 0.15:
+                    ys.append(y)
+        ys = sorted(ys)
     # Drop lines that cut a row in two much shorter rows (a strike-out through the number cell).
     while len(ys) > 3:
         gaps = np.diff(ys)
@@ -224,6 +260,32 @@ def fit_numbers(reads: list[list[int | None]],
     return best[1], best[2], best[0]
 
 
+def _join_fragments(layouts: list[tuple[Box, list[int], list[int]]],
+                    page_width: int) -> list[tuple[Box, list[int], list[int]]]:
+    """Join blocks that are pieces of one grid: the same columns, one under the other.
+
+    Gaps in the ruled lines (a worn printer, a faint photo) can cut a grid in pieces; the pieces
+    have the same column lines, and each lacks the header row but the first.
+    """
+    joined: list[tuple[Box, list[int], list[int]]] = []
+    for block, xs, ys in sorted(layouts, key=lambda layout: layout[0].y0):
+        if joined:
+            prev_block, prev_xs, prev_ys = joined[-1]
+            row_h = float(np.median(np.diff(prev_ys)))
+            same_columns = max(abs(a - b) for a, b in zip(prev_xs, xs)) < page_width * 0.01
+            if same_columns and ys[0] - prev_ys[-1] < 2.5 * row_h:
+                merged = sorted(prev_ys + ys)
+                ys_joined = [merged[0]]
+                for y in merged[1:]:
+                    if y - ys_joined[-1] > row_h * 0.4:
+                        ys_joined.append(y)
+                box = Box(min(prev_block.x0, block.x0), prev_block.y0, max(prev_block.x1, block.x1), block.y1)
+                joined[-1] = (box, [(a + b) // 2 for a, b in zip(prev_xs, xs)], ys_joined)
+                continue
+        joined.append((block, xs, ys))
+    return joined
+
+
 def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
               masks: PageMasks | None = None) -> GridSearch:
     gray = flat.pixels
@@ -258,6 +320,11 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         layouts.append((block, xs, ys))
     if flipped_votes > 0:
         return GridSearch(None, (), upside_down=True)
+    layouts = _join_fragments(layouts, gray.shape[1])
+    # a structure inside a grid block (handwriting that looks ruled) is part of that block
+    layouts = [la for la in layouts if not any(
+        o is not la and o[0].x0 <= la[0].x0 and o[0].y0 <= la[0].y0 and o[0].x1 >= la[0].x1 and o[0].y1 >= la[0].y1
+        for o in layouts)]
     if not layouts:
         return GridSearch(None, tuple(issues) + (PageIssue(
             "page_no_grid", "no grid block with the template's columns was found",

@@ -78,15 +78,18 @@ def _check_poppler() -> None:
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
-    if img.mode in ("1", "L", "I;16", "I", "F", "P", "LA", "PA"):
-        if img.mode in ("P", "PA", "LA") and "transparency" in img.info or img.mode in ("LA", "PA"):
-            img = img.convert("RGBA")
-        else:
-            return np.asarray(img.convert("L"))
-    if img.mode == "RGBA":  # transparent pixels are paper, not ink
-        bg = Image.new("RGB", img.size, (255, 255, 255))
-        bg.paste(img, mask=img.getchannel("A"))
-        img = bg
+    """Pixels as uint8 gray or RGB; transparency is paper, 16-bit scans are scaled down."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGB", img.size, (255, 255, 255))
+        paper.paste(rgba, mask=rgba.getchannel("A"))
+        return np.asarray(paper)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        top = wide.max() or 1.0
+        return (wide * (255.0 / (65535.0 if top > 255 else 255.0))).clip(0, 255).astype(np.uint8)
+    if img.mode in ("1", "L", "F"):
+        return np.asarray(img.convert("L"))
     return np.asarray(img.convert("RGB"))
 
 

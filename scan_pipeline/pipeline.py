@@ -82,7 +82,7 @@ def read_row(masks: PageMasks, row: GridRow, cells: RowCells, ctx: WorkerContext
     written = row.cell("name")
     right = row.cell("signature")
     row_ink = masks.ink[written.y0:written.y1, written.x0:right.x1].copy()
-    row_ink[cv2.dilate(masks.lines, np.ones((3, 3), np.uint8))[written.y0:written.y1, written.x0:right.x1] > 0] = 0
+    row_ink[masks.lines_wide[written.y0:written.y1, written.x0:right.x1] > 0] = 0
     state = signature_state(ink["signature"], row_ink, cfg.signature)
     flags = [*name_flags, *postal.flags]
     if state == "struck":
@@ -240,7 +240,13 @@ def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: 
                   debug_dir: Path | None, progress: Progress | None, records: list[dict]) -> list[PageResult]:
     results = []
     try:
-        for page in iter_pages(item):
+        pages = iter_pages(item)
+        while True:
+            loading = time.perf_counter()
+            page = next(pages, None)
+            if page is None:
+                break
+            load_seconds = time.perf_counter() - loading
             if page.ref.page_sha256 in known:
                 report.pages_skipped += 1
                 if progress:
@@ -260,7 +266,8 @@ def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: 
             page_failed = [i for i in result.issues if i.code.startswith("page_")]
             for issue in page_failed:
                 report.failures.append(Failure(item.given_as, page.ref.page, issue.message, issue.hint))
-            records.append(page_record(result, "failed" if page_failed else "done"))
+            records.append({**page_record(result, "failed" if page_failed else "done"),
+                            "load_seconds": round(load_seconds, 3)})
             if not page_failed:
                 report.pages_done += 1
                 report.flagged += sum(1 for r in result.rows if r.flags and not r.is_blank)

@@ -378,6 +378,7 @@ class Conditions:
     upside_down: bool | None = None
     scale: float | None = None  # the sheet printed at this share of its size
     blurred_numbers: tuple[int, ...] = ()  # printed row numbers smudged in print
+    broken_lines: bool = False  # ruled lines with gaps, as a worn printer leaves them
 
 
 def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator,
@@ -445,10 +446,26 @@ def make_page(template: Template, page: int, mode: str, rng: np.random.Generator
         if row["row_number"] in conditions.blurred_numbers:
             x0, y0, x1, y1 = row["cells"]["row_number"]
             canvas[y0:y1, x0:x1] = cv2.GaussianBlur(canvas[y0:y1, x0:x1], (0, 0), dpi / 110)
+    if conditions.broken_lines:
+        _break_lines(canvas, rows, rng)
     image, H, facts = degrade(canvas, mode, rng, conditions)
     for row in rows:
         row["cells"] = {k: _transform_box(Box(*b), H) for k, b in row["cells"].items()}
     return image, {"sheet_page": page, "dpi": dpi, "pixel_size": list(image.size), **facts, "rows": rows}
+
+
+def _break_lines(canvas: np.ndarray, rows: list[dict[str, Any]], rng: np.random.Generator) -> None:
+    """White gaps across the ruled lines around every row."""
+    for row in rows:
+        x0, y0 = row["cells"]["row_number"][:2]
+        x1, y1 = row["cells"]["signature"][2:]
+        h, w = y1 - y0, x1 - x0
+        for _ in range(6):  # gaps in the line above the row
+            gx = int(rng.uniform(x0, x1))
+            canvas[y0 - 6:y0 + 2, gx:gx + int(w * rng.uniform(0.01, 0.03))] = 255
+        for cell in row["cells"].values():  # and in the column lines beside it
+            gy = int(rng.uniform(y0, y1 - h * 0.3))
+            canvas[gy:gy + int(h * 0.3), cell[0] - 5:cell[0] + 2] = 255
 
 
 def people_from(postal_codes: tuple[str, ...], rng: np.random.Generator) -> _People:

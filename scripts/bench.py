@@ -82,6 +82,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("ledger_rows_unmatched", "ledger rows matching no truth row", "count"),
     ("pages_total", "pages", "count"),
     ("pages_failed", "pages failed (written rows, no ledger row)", "count"),
+    ("geometry_seconds", "geometry s/page (load to cells)", "seconds"),
+    ("page_seconds", "page stage s/page (all but start-up)", "seconds"),
     ("pipeline_seconds", "pipeline seconds (wall clock)", "seconds"),
     ("pages_per_min", "pages/min", "rate"),
 )
@@ -382,7 +384,32 @@ def score_files(corpus: Path, ledger: Path) -> dict[str, Any]:
         df = read_ledger_csv(ledger)
     else:  # the pipeline found nothing at all
         df = pd.DataFrame(columns=["signature_id", "source_file", "page", "row_number"])
-    return score(truth, df, read_details(details_path(ledger)), corpus, pdf_scales(truth, corpus))
+    scored = score(truth, df, read_details(details_path(ledger)), corpus, pdf_scales(truth, corpus))
+    add_page_times(scored["metrics"], truth, corpus, ledger.with_suffix(".pages.jsonl"))
+    return scored
+
+
+def add_page_times(metrics: dict[str, Any], truth: dict[str, Any], corpus: Path, records: Path) -> None:
+    """Mean seconds per page from the run's per-page records (L.pages.jsonl), overall and per mode."""
+    if not records.exists():
+        return
+    modes = {f["file"]: f["mode"] for f in truth["files"]}
+    times: dict[str, dict[str, list[float]]] = {}
+    for line in records.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        mode = modes.get(relative_source(r.get("source_file", ""), corpus, modes), "unknown")
+        geometry = r.get("load_seconds", 0.0) + r.get("geometry_seconds", 0.0)
+        page = r.get("load_seconds", 0.0) + r.get("seconds", 0.0)
+        for group in ("overall", mode):
+            times.setdefault(group, {"geometry_seconds": [], "page_seconds": []})
+            times[group]["geometry_seconds"].append(geometry)
+            times[group]["page_seconds"].append(page)
+    for group, values in times.items():
+        for metric, xs in values.items():
+            metrics.setdefault(group, {})[metric] = {"value": sum(xs) / len(xs), "n": len(xs)}
 
 
 # --- running -----------------------------------------------------------------------------------

@@ -172,3 +172,8 @@ def test_a_blurred_row_number_is_placed_by_its_neighbours(template, context):
     result = process_page(page, context)
     _assert_every_row_found(result, info)
     assert [r.row_number for r in result.rows] == list(template.rows_on_page(2))
+
+
+def test_broken_ruled_lines(template, context):
+    page, info = _page_under(template, "gray", 27, broken_lines=True, upside_down=False, angle=-1.2)
+    _assert_every_row_found(process_page(page, context), info)

@@ -102,3 +102,15 @@ def test_pdf_pages_render_through_poppler(scan_corpus):
     assert [p.ref.page for p in pages] == [1, 2]
     assert all(p.dpi == 300 and p.pixels.shape[0] == pytest.approx(3508, abs=2) for p in pages)
     assert isinstance(pages[0].pixels, np.ndarray)
+
+
+def test_transparent_png_is_paper_and_16_bit_tiff_is_scaled(tmp_path):
+    rgba = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
+    rgba.paste((0, 0, 0, 255), (0, 0, 5, 10))
+    rgba.save(tmp_path / "t.png")
+    page = next(iter_pages(expand_inputs([str(tmp_path / "t.png")])[0][0]))
+    assert page.pixels[:, 10:].min() == 255 and page.pixels[:, :5].max() == 0
+    deep = Image.fromarray(np.full((10, 20), 65535, np.uint16))
+    deep.save(tmp_path / "d.tif")
+    page = next(iter_pages(expand_inputs([str(tmp_path / "d.tif")])[0][0]))
+    assert page.pixels.dtype == np.uint8 and page.pixels.min() == 255
