@@ -31,7 +31,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py --sheets 20
 
 lint: install
 	$(VENV)/bin/ruff check scan_pipeline tests scripts

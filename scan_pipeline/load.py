@@ -21,7 +21,7 @@ from .records import PageImage, PageRef
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
-PDF_DPI = 300
+PDF_DPI = 200  # what recognition needs: names and digits are ~70 px and ~45 px high at 200 dpi
 MAX_PIXELS = 120_000_000  # a page larger than this is a decompression bomb, not a scan
 
 

@@ -56,7 +56,10 @@ except ImportError:  # pragma: no cover - rapidfuzz is in the dev tools; keep th
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("scan", "gray", "bilevel", "photo")
 GROUPS = ("overall", *MODES)
-PIPELINE_DPI = 300  # the pipeline renders PDF pages at this resolution (scan_pipeline.load.PDF_DPI)
+try:  # the pipeline renders PDF pages at this resolution
+    from scan_pipeline.load import PDF_DPI as PIPELINE_DPI
+except ImportError:  # scoring without the package installed
+    PIPELINE_DPI = 200
 A4_WIDTH_IN = 210 / 25.4  # photo-mode PDFs are saved at (image width / paper width) dpi
 IOU_MIN = 0.5
 OK_EXIT_CODES = (0, 10)  # 10: finished, but some pages failed (still a measurement)
@@ -127,7 +130,7 @@ def scale_box(box: Iterable[float], scale: tuple[float, float]) -> list[float]:
 def default_scale(file_entry: dict[str, Any], page_entry: dict[str, Any]) -> tuple[float, float]:
     """Truth pixels -> pixels of the page as the pipeline loads it, from the truth alone.
 
-    Image files are loaded as saved (scale 1). PDF pages are rendered at 300 dpi; the generator saved
+    Image files are loaded as saved (scale 1). PDF pages are rendered at PIPELINE_DPI; the generator saved
     them at the page's dpi, or for photos at (width of the file's first image / A4 width) dpi for every
     page of the file. `pdf_scales` measures the real page sizes instead and is preferred when the files
     are at hand.
@@ -468,7 +471,7 @@ def pick_pages(truth: dict[str, Any], count: int = TESSERACT_PAGES) -> list[tupl
 
 
 def page_png(source: Path, page: int, target: Path) -> Path:
-    """One page of a scan as PNG, as the pipeline would see it (PDFs rendered at 300 dpi)."""
+    """One page of a scan as PNG, as the pipeline would see it (PDFs rendered at PIPELINE_DPI)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.suffix.lower() == ".pdf":
         prefix = target.with_suffix("")

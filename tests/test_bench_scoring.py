@@ -169,9 +169,9 @@ def test_missing_details_is_not_localised() -> None:
 def test_pdf_boxes_are_scaled() -> None:
     truth = _truth()
     truth["files"][0].update(file="sheet-001-aaaaaa.pdf", format="pdf")
-    truth["files"][0]["pages"][0]["dpi"] = 150
+    truth["files"][0]["pages"][0]["dpi"] = bench.PIPELINE_DPI / 2
     ledger, details = _perfect(truth)
-    # at 150 dpi the pipeline renders the page at 300 dpi: its boxes are twice the truth's
+    # the pipeline renders the page at twice the scan's resolution: its boxes are twice the truth's
     for sid in ledger["signature_id"][:3]:
         details[sid]["cells"]["name"] = [v * 2 for v in details[sid]["cells"]["name"]]
     assert _m(bench.score(truth, ledger, details, CORPUS), "rows_localised") == 1.0
@@ -185,7 +185,7 @@ def test_photo_pdf_default_scale_uses_first_page_width() -> None:
     p2 = {"page": 2, "dpi": 200, "pixel_size": [1100, 1460]}
     f = {"file": "x.pdf", "format": "pdf", "mode": "photo", "pages": [p, p2]}
     sx, sy = bench.default_scale(f, p)
-    assert sx == pytest.approx(300 / (1240 / (210 / 25.4))) and sy == sx
+    assert sx == pytest.approx(bench.PIPELINE_DPI / (1240 / (210 / 25.4))) and sy == sx
     assert bench.default_scale(f, p2) == (sx, sy)  # the whole PDF was saved at one resolution
     assert bench.default_scale({"file": "x.tif", "format": "tiff", "mode": "photo"}, p) == (1.0, 1.0)
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from scan_pipeline.errors import InputFileError
-from scan_pipeline.load import expand_inputs, iter_pages
+from scan_pipeline.load import PDF_DPI, expand_inputs, iter_pages
 
 
 def _png(path, size=(60, 40), color=255):
@@ -100,7 +100,7 @@ def test_pdf_pages_render_through_poppler(scan_corpus):
     pdf = sorted(scan_corpus.glob("*.pdf"))[0]
     pages = list(iter_pages(expand_inputs([str(pdf)])[0][0]))
     assert [p.ref.page for p in pages] == [1, 2]
-    assert all(p.dpi == 300 and p.pixels.shape[0] == pytest.approx(3508, abs=2) for p in pages)
+    assert all(p.dpi == PDF_DPI and p.pixels.shape[0] == pytest.approx(297 / 25.4 * PDF_DPI, abs=2) for p in pages)
     assert isinstance(pages[0].pixels, np.ndarray)
 
 

@@ -86,3 +86,12 @@ def test_cli_generate_writes_truth(tmp_path):
 def test_each_mode_renders(tmp_path, template, mode):
     truth = generate(tmp_path, template, 1, seed=1, modes=(mode,), formats=("png",))
     assert all(f["mode"] == mode for f in truth["files"])
+
+
+def test_truth_validates_against_its_schema(scan_corpus):
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("scan_pipeline").joinpath("schemas/truth.schema.json").read_text("utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(load_truth(scan_corpus))
