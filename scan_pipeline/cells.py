@@ -32,6 +32,12 @@ def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfi
         outer = _clip(Box(box.x0 - margin, box.y0 - margin, box.x1 + margin, box.y1 + margin), gray.shape)
         crop = gray[outer.y0:outer.y1, outer.x0:outer.x1].copy()
         line_part = lines[outer.y0:outer.y1, outer.x0:outer.x1] > 0
+        # ruled lines run along the cell's edges only: straight strokes of the writing inside are kept
+        band = max(3, int(row.box.height * 0.08))
+        iy0, iy1 = box.y0 - outer.y0 + band, box.y1 - outer.y0 - band
+        ix0, ix1 = box.x0 - outer.x0 + band, box.x1 - outer.x0 - band
+        if iy1 > iy0 and ix1 > ix0:
+            line_part[iy0:iy1, ix0:ix1] = False
         crop[line_part] = 255
         ink = masks.ink[outer.y0:outer.y1, outer.x0:outer.x1].copy()
         ink[line_part] = 0
@@ -62,3 +68,60 @@ def prepare_for_ocr(crop: np.ndarray, height: int) -> np.ndarray | None:
     scaled = cv2.resize(trimmed, None, fx=scale, fy=scale,
                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     return cv2.copyMakeBorder(scaled, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255)
+
+
+def clean_cell(crop: np.ndarray, margin: float, threshold: int = 160) -> np.ndarray:
+    """A cell cut with `margin` (share of the row height, as cut_row does) made fit for reading one line:
+
+    - strokes cut where a ruled line was whitened are bridged again (only across the two line bands);
+    - ink that belongs to the neighbouring rows is dropped: blobs that stay inside the top or bottom
+      margin, or that come in from the crop's edge and stop short of the middle of the cell.
+    """
+    h, w = crop.shape[:2]
+    if h < 8 or w < 8:
+        return crop
+    m = int(round(h * margin / (1 + 2 * margin)))  # where the ruled lines ran
+    out = crop.copy()
+    band = max(3, int(round(h * 0.06)))
+    kernel = np.ones((2 * band + 1, 1), np.uint8)
+    for y in (m, h - m):
+        y0, y1 = max(0, y - 2 * band), min(h, y + 2 * band + 1)
+        part = out[y0:y1]
+        bridged = cv2.dilate(cv2.erode(part, kernel), kernel)  # a vertical closing of the ink
+        lo, hi = max(0, y - band) - y0, min(h, y + band + 1) - y0
+        part[lo:hi] = np.minimum(part[lo:hi], bridged[lo:hi])
+    ink = (out < threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    top_zone, bottom_zone = m + band, h - m - band
+    middle0, middle1 = int(h * 0.35), int(h * 0.65)
+    drop = np.zeros(n, bool)
+    for i in range(1, n):
+        y, bh = stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_HEIGHT]
+        bottom = y + bh
+        in_margin = bottom <= top_zone or y >= bottom_zone
+        from_above = y <= 1 and bottom < middle0
+        from_below = bottom >= h - 1 and y > middle1
+        drop[i] = in_margin or from_above or from_below
+    if drop.any():
+        out[drop[labels]] = 255
+    return out
+
+
+def row_ink(cells: RowCells, columns: tuple[str, ...] = ("name", "postal_code", "signature"),
+            threshold: int = 200) -> np.ndarray:
+    """The row's ink, name cell to signature cell, side by side, from the cut crops (each cut back to its
+    cell, without the margins): only the ruled lines along the cells' edges are gone, so a stroke
+    through the row (a strike) is kept whole but for short breaks where it crosses the column lines."""
+    boxes = dict(cells.boxes)
+    parts = []
+    for column in columns:
+        if column not in dict(cells.crops):
+            continue
+        crop = cells.crop(column)
+        box = boxes.get(column)
+        mx = max(0, (crop.shape[1] - box.width) // 2) if box is not None else 0
+        parts.append(crop[:, mx:crop.shape[1] - mx] if crop.shape[1] - 2 * mx > 0 else crop)
+    if not parts:
+        return np.zeros((1, 1), np.uint8)
+    h = min(c.shape[0] for c in parts)
+    return np.hstack([np.where(c[:h] < threshold, 255, 0).astype(np.uint8) for c in parts])

@@ -24,11 +24,18 @@ class NamesConfig:
     accept_confidence: float
     reject_confidence: float
     ocr_height_px: int
+    max_candidates: int
+    prior_weight: float
+    agree_bonus: float
+    split_penalty: float
 
 
 @dataclass(frozen=True)
 class PostalConfig:
     accept_confidence: float
+    accept_corrected_confidence: float
+    max_corrected_digits: int
+    reject_confidence: float
     ocr_height_px: int
 
 
@@ -37,6 +44,9 @@ class SignatureConfig:
     signed_ink: float
     strike_length: float
     strike_max_degrees: float
+    strike_gap: float
+    strike_thickness: float
+    strike_max_band: float
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ nothing. `run_batch` is the parent: it expands inputs, skips pages already in th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .cells import cut_row
+from .cells import cut_row, row_ink
 from .config import Config, load_config
-from .engines import OcrEngine, tesseract_engine
+from .engines import OcrEngine, RapidRecEngine, rapid_engine, tesseract_engine
 from .errors import InputFileError, NoInputError, OutputError, PipelineError
-from .grid import PageMasks, find_grid, page_masks, square_up
+from .grid import find_grid, page_masks, square_up
 from .ledger import append_page_records, append_results, read_ledger, utc_timestamp
 from .load import InputFile, expand_inputs, iter_pages
 from .names import read_name
@@ -41,6 +42,8 @@ from .records import (
 from .signature import signature_state
 from .template import Template, load_template
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class WorkerContext:
@@ -51,12 +54,17 @@ class WorkerContext:
     engine: OcrEngine
     postal_list: PostalList
     debug: bool = False
+    name_engine: RapidRecEngine | None = None  # the second name reader; None: Tesseract alone, never accepted
 
     @classmethod
     def build(cls, template: Template | None = None, config: Config | None = None,
               debug: bool = False) -> WorkerContext:
+        second = rapid_engine()
+        if second is None:
+            log.warning("the second name reader (rapidocr-onnxruntime) is not installed: names are read by "
+                        "Tesseract alone and always sent to review; `make install` installs it")
         return cls(template or load_template(), config or load_config(), tesseract_engine(),
-                   load_postal_list(), debug)
+                   load_postal_list(), debug, second)
 
 
 def _png(gray: np.ndarray) -> bytes:
@@ -71,19 +79,17 @@ def _to_source(box: Box, inverse: np.ndarray) -> Box:
                int(round(pts[:, 0].max())), int(round(pts[:, 1].max())))
 
 
-def read_row(masks: PageMasks, row: GridRow, cells: RowCells, ctx: WorkerContext,
-             inverse: np.ndarray) -> RowReading:
+def read_row(row: GridRow, cells: RowCells, ctx: WorkerContext, inverse: np.ndarray) -> RowReading:
     """Recognise one row: name, postal code, signature state, and the flags a person should see."""
     cfg = ctx.config
     ink = dict(cells.ink)
     has = {k: v >= cfg.cells.empty_ink for k, v in ink.items()}
-    name, name_flags = read_name(cells.crop("name"), has["name"], ctx.engine, cfg.names)
+    name, name_flags = read_name(cells.crop("name"), has["name"], ctx.engine, cfg.names, ctx.name_engine,
+                                 cell_margin=cfg.cells.margin)
     postal = read_postal(cells.crop("postal_code"), has["postal_code"], ctx.engine, ctx.postal_list, cfg.postal)
-    written = row.cell("name")
-    right = row.cell("signature")
-    row_ink = masks.ink[written.y0:written.y1, written.x0:right.x1].copy()
-    row_ink[masks.lines_wide[written.y0:written.y1, written.x0:right.x1] > 0] = 0
-    state = signature_state(ink["signature"], row_ink, cfg.signature)
+    # the row's ink from its cut cells: a strike through the row is kept whole, unlike with the
+    # page's line mask, which takes a long straight stroke for a ruled line
+    state = signature_state(ink["signature"], row_ink(cells), cfg.signature)
     flags = [*name_flags, *postal.flags]
     if state == "struck":
         flags.append("signature_struck")
@@ -144,7 +150,7 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     cut = [cut_row(flat.pixels, masks, row, ctx.config.cells) for row in numbered]
     geometry_seconds = time.perf_counter() - start
     inverse = np.linalg.inv(np.array(flat.transform))
-    rows = [read_row(masks, row, cells, ctx, inverse) for row, cells in zip(numbered, cut)]
+    rows = [read_row(row, cells, ctx, inverse) for row, cells in zip(numbered, cut)]
     quality = PageQuality(
         rotation=flat.rotation, skew_deg=round(flat.skew_deg, 3),
         lines_found=grid.lines_found if grid else (0, 0), rows_found=len(rows),
