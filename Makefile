@@ -33,6 +33,7 @@ test: install
 
 bench: install
 	$(PY) scripts/bench.py --sheets 20
+	$(PY) scripts/bench_postal.py --out bench-postal.json
 
 lint: install
 	$(VENV)/bin/ruff check scan_pipeline tests scripts

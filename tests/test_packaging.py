@@ -18,7 +18,8 @@ def test_wheel_contains_schemas_and_data(tmp_path):
     for needed in ("scan_pipeline/schemas/ledger.schema.json", "scan_pipeline/schemas/template.schema.json",
                    "scan_pipeline/data/templates/appel-defenseurs.json", "scan_pipeline/data/config.toml",
                    "scan_pipeline/data/postal_codes.csv.gz", "scan_pipeline/data/digits_generator.npz",
-                   "scan_pipeline/data/synth_names.json"):
+                   "scan_pipeline/data/synth_names.json", "scan_pipeline/data/digit_model.npz",
+                   "scan_pipeline/data/names_lexicon.tsv.gz"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "samples/")) for n in names)
 

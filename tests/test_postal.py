@@ -7,6 +7,7 @@ import math
 import pickle
 from importlib import resources
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -296,3 +297,150 @@ def test_decode_invariants(plist: PostalList, raw: str, conf: float) -> None:
     if d.band == "accept":
         assert "postal_corrected" not in d.flags
     assert all(a in plist for a in d.alternatives) and len(d.alternatives) <= 5
+
+
+# --- the handwritten reader: lexicon decoding, bands, a generated cell ------------------------------
+
+from scan_pipeline.config import load_config  # noqa: E402
+from scan_pipeline.postal import (  # noqa: E402
+    DigitEvidence,
+    decide,
+    decode_log_proba,
+    read_postal,
+)
+
+
+def _chain_logp(text: str, strong: float = 0.9) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """One atom per written digit, each segment a single atom, the written digit likeliest."""
+    segments = [(i, i + 1) for i in range(len(text))]
+    p = np.full((len(text), 11), (1 - strong) / 10)
+    for i, ch in enumerate(text):
+        p[i, int(ch)] = strong
+    return segments, np.log(p)
+
+
+def test_decode_exact_code(plist: PostalList) -> None:
+    segments, logp = _chain_logp("75011")
+    ev = decode_log_proba(segments, 5, logp, plist)
+    assert ev is not None
+    assert (ev.best, ev.raw, ev.distance, ev.leading_zero) == ("75011", "75011", 0, False)
+    assert len(ev.alternatives) == 5 and "75011" not in ev.alternatives
+    assert ev.score > 1  # 75011 has many neighbours one digit away (75001, 75010, 75012...)
+
+
+def test_decode_four_digits_as_leading_zero(plist: PostalList) -> None:
+    segments, logp = _chain_logp("1000")
+    ev = decode_log_proba(segments, 4, logp, plist)
+    assert ev is not None and ev.best == "01000" and ev.leading_zero and ev.raw == "1000" and ev.distance == 0
+
+
+def test_decode_skips_a_crossed_out_piece(plist: PostalList) -> None:
+    segments, logp = _chain_logp("750311")
+    logp[3] = np.log(np.r_[np.full(10, 0.02), 0.8])  # the '3' is "not a digit": crossed out
+    ev = decode_log_proba(segments, 6, logp, plist)
+    assert ev is not None and ev.best == "75011" and ev.raw == "75011"
+
+
+def test_decode_merges_two_atoms_of_one_digit(plist: PostalList) -> None:
+    # atoms: 7 | 5 | left half of 0 | right half of 0 | 1 | 1; the half pieces are "not a digit"
+    segments = [(0, 1), (1, 2), (2, 3), (3, 4), (2, 4), (4, 5), (5, 6), (3, 5)]
+    p = np.full((8, 11), 0.01)
+    for s, d in enumerate([7, 5, 10, 10, 0, 1, 1, 10]):
+        p[s, d] = 0.9
+    ev = decode_log_proba(segments, 6, np.log(p), plist)
+    assert ev is not None and ev.best == "75011"
+
+
+@settings(max_examples=60, deadline=None)
+@given(index=st.integers(0, 6200), position=st.integers(0, 4), wrong=st.integers(0, 9))
+def test_one_perturbed_digit_decodes_back(plist: PostalList, index: int, position: int, wrong: int) -> None:
+    code = plist.codes[index]
+    if str(wrong) == code[position]:
+        wrong = (wrong + 1) % 10
+    misread = code[:position] + str(wrong) + code[position + 1:]
+    segments, logp = _chain_logp(code)
+    # the wrong digit is the likeliest at that position, the true one is second
+    p = np.full(11, 0.1 / 9)
+    p[wrong], p[int(code[position])] = 0.6, 0.3
+    logp[position] = np.log(p / p.sum())
+    ev = decode_log_proba(segments, 5, logp, plist)
+    assert ev is not None
+    if misread in plist:  # then the misreading is a real code: nothing can tell them apart
+        assert ev.best in (code, misread)
+    else:
+        assert ev.best == code and ev.raw == misread and ev.distance == 1
+
+
+def _ev(distance: int, raw: str = "75012") -> DigitEvidence:
+    return DigitEvidence("75011", raw, 10.0, ("75012", "75013"), False, distance)
+
+
+def test_decide_bands(plist: PostalList) -> None:
+    cfg = load_config().postal
+    ok = decide(_ev(0, "75011"), 0.999, plist, cfg)
+    assert (ok.value, ok.band, ok.valid, ok.flags) == ("75011", "accept", True, ())
+    assert "Paris" in ok.commune and ok.raw == "75011"
+    low = decide(_ev(0, "75011"), (cfg.accept_confidence + cfg.reject_confidence) / 2, plist, cfg)
+    assert low.band == "review" and low.value == "75011" and "postal_low_conf" in low.flags
+    assert low.alternatives == ("75012", "75013")
+    gone = decide(_ev(0, "75011"), cfg.reject_confidence / 2, plist, cfg)
+    assert gone.band == "reject" and gone.value == "" and "postal_unreadable" in gone.flags
+    assert gone.raw == "75011" and gone.alternatives[0] == "75011"
+    assert decide(None, 0.0, plist, cfg).flags == ("postal_unreadable",)
+
+
+def test_decide_never_accepts_a_far_correction(plist: PostalList) -> None:
+    cfg = load_config().postal
+    one = decide(_ev(1), 0.9999, plist, cfg)
+    # accepted: no flag (the contract), the correction shows as value != raw
+    assert one.band == "accept" and one.flags == () and one.raw == "75012" and one.value != one.raw
+    one_weak = decide(_ev(1), (cfg.accept_confidence + cfg.accept_corrected_confidence) / 2, plist, cfg)
+    assert one_weak.band == "review"
+    far = decide(_ev(3, "12345"), 0.9999, plist, cfg)
+    assert far.band == "review" and "postal_corrected" in far.flags and far.raw == "12345"
+    far_weak = decide(_ev(3, "12345"), cfg.accept_confidence / 2, plist, cfg)
+    assert far_weak.value == "" and not far_weak.valid and "postal_invalid" in far_weak.flags
+    assert far_weak.alternatives[0] == "75011"
+
+
+def test_config_thresholds_are_ordered() -> None:
+    cfg = load_config().postal
+    assert 0 < cfg.reject_confidence < cfg.accept_confidence <= cfg.accept_corrected_confidence < 1
+    assert cfg.max_corrected_digits >= 0
+
+
+def test_read_postal_empty_cell(plist: PostalList) -> None:
+    cfg = load_config().postal
+    d = read_postal(np.full((60, 200), 255, np.uint8), False, None, plist, cfg)
+    assert d.band == "accept" and d.value == "" and d.flags == ()
+    d = read_postal(np.full((60, 200), 255, np.uint8), True, None, plist, cfg)
+    assert d.band == "reject" and "postal_unreadable" in d.flags
+
+
+def test_read_postal_on_generated_cells(plist: PostalList) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_postal import make_cell
+
+    cfg = load_config().postal
+    rng = np.random.default_rng(12)
+    cases = [("75011", "75011"), ("75011", "75 011"), ("01000", "1000"), ("13760", "13760"), ("69003", "69003"),
+             ("33000", "33 000"), ("06100", "06100"), ("59800", "59800"), ("97400", "97400"), ("44000", "44000")]
+    right = 0
+    for code, written in cases:
+        d = read_postal(make_cell(written, rng, "clean"), True, None, plist, cfg)
+        assert d.raw and 0.0 <= d.confidence <= 1.0
+        right += d.value == code
+        if d.value == code and written == "1000":
+            assert "postal_leading_zero" in d.flags
+    assert right >= 9
+
+
+def test_commune_written_instead_of_code(plist: PostalList) -> None:
+    d = decode_postal_text("Bourg en Bresse", 0.9, plist)
+    assert d.value == "01000" and d.band == "review" and "postal_from_commune" in d.flags
+    paris = decode_postal_text("PARIS", 0.9, plist)
+    assert paris.value == "" and paris.band == "review" and len(paris.alternatives) == 5
+    assert decode_postal_text("Xyzzyville", 0.9, plist).band == "reject"

