@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO := build/demo
 
-.PHONY: install demo test bench lint check samples clean
+.PHONY: install demo test bench bench-ledger lint check samples clean
 
 install: $(STAMP)
 	@bash scripts/install_system_deps.sh
@@ -34,6 +34,11 @@ test: install
 bench: install
 	$(PY) scripts/bench.py --sheets 20
 	$(PY) scripts/bench_postal.py --out bench-postal.json
+
+# Ledger merge + dedup at campaign scale (1,000,000 rows; ROWS=100000 for a quick run).
+ROWS ?= 1000000
+bench-ledger: install
+	$(PY) scripts/bench_ledger.py --rows $(ROWS) --out bench-ledger.json
 
 lint: install
 	$(VENV)/bin/ruff check scan_pipeline tests scripts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import logging
 import sys
 from collections.abc import Callable
@@ -228,6 +230,121 @@ def ledger_validate(
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
     df = read_ledger(ledger)
     err.print(f"{ledger}: valid ({len(df)} rows)")
+
+
+@ledger_app.command("merge")
+@handles_errors
+def ledger_merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Ledger CSVs of several groups.", show_default=False)],
+    out_csv: Annotated[Path, typer.Option("--out", "-o", help="The merged ledger to write.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Merge ledgers into one, deduplicated across them (provenance in OUT.details.jsonl, crops copied)."""
+    from .config import load_config
+    from .ledger import merge_ledgers
+
+    summary = merge_ledgers(inputs, out_csv, dedup_config=load_config(config).dedup)
+    err.print(f"{summary.inputs} ledger(s), {summary.rows_read} row(s) read, {summary.same_rows} present in "
+              f"several inputs (kept once), {summary.erased_skipped} erased before; wrote {summary.rows_total} "
+              f"row(s): {summary.duplicates} duplicate(s), {summary.possible_duplicates} possible duplicate(s) "
+              f"to review, {summary.crops_copied} crop(s) copied; {summary.seconds['total']:.1f} s")
+    err.print(f"ledger: {out_csv}")
+
+
+@ledger_app.command("stats")
+@handles_errors
+def ledger_stats_cmd(
+    ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on stdout.")] = False,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help="Write a PNG bar chart of unique signers by département (needs matplotlib).")] = None,
+) -> None:
+    """Signatures, unique signers, duplicates and flagged rows, by département and by source file."""
+    import json
+
+    from rich.table import Table
+
+    from .errors import LedgerError
+    from .ledger import departement_chart, ledger_stats, read_ledger
+
+    if not ledger.exists():
+        raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
+    stats = ledger_stats(read_ledger(ledger))
+    if chart is not None:
+        departement_chart(stats, chart)
+        err.print(f"chart: {chart}")
+    if as_json:
+        out.print(json.dumps(stats, ensure_ascii=False, indent=2), markup=False)
+        return
+    summary = Table(title=str(ledger), show_header=False)
+    for key in ("signatures", "unique_signers", "duplicates", "possible_duplicates", "flagged", "review",
+                "rejected", "struck"):
+        summary.add_row(key.replace("_", " "), str(stats[key]))
+    out.print(summary)
+    for title, key in (("by département", "by_departement"), ("by source", "by_source")):
+        table = Table(title=title)
+        for column in (title.split()[-1], "signatures", "unique signers", "duplicates"):
+            table.add_column(column, justify="left" if column == title.split()[-1] else "right")
+        for name, row in stats[key].items():
+            table.add_row(name, str(row["signatures"]), str(row["unique_signers"]), str(row["duplicates"]))
+        out.print(table)
+
+
+@ledger_app.command("find")
+@handles_errors
+def ledger_find(
+    ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="The name to look for (any order, accents, case).")],
+    postal_code: Annotated[str | None, typer.Option("--postal-code", help="Only rows of this postal code.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the rows whose name matches NAME (the deduplication's fuzzy match) as CSV, best first.
+
+    This command shows names: you asked for them.
+    """
+    from .config import load_config
+    from .errors import LedgerError
+    from .ledger import find_rows, read_ledger
+
+    if not ledger.exists():
+        raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
+    found = find_rows(read_ledger(ledger), name, postal_code, cfg=load_config(config).dedup)
+    columns = ["score", "signature_id", "name", "postal_code", "status", "duplicate_of", "source_file", "page",
+               "row_number"]
+    if len(found):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for _, row in found.iterrows():
+            writer.writerow([f"{row['score']:.0f}", *(row[c] for c in columns[1:])])
+        out.print(buffer.getvalue(), markup=False, end="")
+    err.print(f"{len(found)} matching row(s)")
+
+
+@ledger_app.command("erase")
+@handles_errors
+def ledger_erase(
+    ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
+    ids: Annotated[list[str] | None, typer.Option("--id", help="A signature_id to erase (repeat the option).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Erase every row of this signer ...")] = None,
+    postal_code: Annotated[str | None, typer.Option("--postal-code", help="... of this postal code.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Erase signatures for good: rows, crops and details; the audit log keeps no name.
+
+    Re-processing the same scans never brings an erased signature back.
+    """
+    from .config import load_config
+    from .ledger import erase_rows
+
+    if not ids and not name:
+        raise typer.BadParameter("give --id ID (one or more) or --name NAME --postal-code CODE")
+    if name and not postal_code:
+        raise typer.BadParameter("--name needs --postal-code (so that only that signer is erased)")
+    summary = erase_rows(ledger, ids=ids or (), name=name, postal_code=postal_code,
+                         dedup_config=load_config(config).dedup)
+    err.print(f"{summary.rows_erased} row(s) erased, {summary.crops_removed} crop(s) removed, "
+              f"{summary.repointed} duplicate(s) re-pointed; {summary.rows_total} row(s) left")
 
 
 def run() -> None:

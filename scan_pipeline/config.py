@@ -50,11 +50,21 @@ class SignatureConfig:
 
 
 @dataclass(frozen=True)
+class DedupConfig:
+    certain_score: float
+    possible_score: float
+    prefilter_margin: float
+    max_code_digits: int
+    max_candidates_listed: int
+
+
+@dataclass(frozen=True)
 class Config:
     cells: CellsConfig
     names: NamesConfig
     postal: PostalConfig
     signature: SignatureConfig
+    dedup: DedupConfig
 
 
 def _bundled() -> dict[str, Any]:
@@ -93,7 +103,8 @@ def _build(data: dict[str, Any]) -> Config:
                       for f in fields(cls)})
 
     return Config(section(CellsConfig, "cells"), section(NamesConfig, "names"),
-                  section(PostalConfig, "postal"), section(SignatureConfig, "signature"))
+                  section(PostalConfig, "postal"), section(SignatureConfig, "signature"),
+                  section(DedupConfig, "dedup"))
 
 
 @lru_cache(maxsize=1)

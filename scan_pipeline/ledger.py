@@ -20,17 +20,20 @@ import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jsonschema import Draft202012Validator
 
-from .errors import LedgerError, OutputError
+from . import dedup
+from .config import DedupConfig
+from .errors import LedgerError, MissingDependencyError, OutputError
 from .records import PageResult
 
 LEDGER_COLUMNS: tuple[str, ...] = (
@@ -263,6 +266,56 @@ def _row_problems(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     return problems
 
 
+def _value_check(prop: dict[str, Any]) -> Callable[[Any], bool]:
+    pattern = re.compile(prop["pattern"]) if "pattern" in prop else None
+    enum = frozenset(prop["enum"]) if "enum" in prop else None
+    min_length = int(prop.get("minLength", 0))
+
+    def ok(value: Any) -> bool:
+        return (isinstance(value, str) and len(value) >= min_length
+                and (pattern is None or (pattern.search(value) is not None and not value.endswith("\n")))
+                and (enum is None or value in enum))
+
+    return ok
+
+
+@lru_cache(maxsize=1)
+def _column_checks() -> dict[str, Callable[[Any], bool]] | None:
+    if _prescreen() is None:  # the schema uses keywords the fast path does not know
+        return None
+    return {name: _value_check(prop) for name, prop in load_schema()["properties"].items()}
+
+
+def _fast_valid(df: pd.DataFrame) -> bool:
+    """True when the frame certainly has no problem; False means: ask _row_problems for the list.
+
+    Column-wise (each distinct value checked once), so a million-row ledger takes about a second
+    rather than minutes; it checks exactly what _row_problems checks.
+    """
+    checks = _column_checks()
+    if checks is None or list(df.columns) != list(LEDGER_COLUMNS):
+        return False
+    arrays = {c: df[c].to_numpy(dtype=object) for c in LEDGER_COLUMNS}
+    for name, check in checks.items():
+        values = pd.unique(arrays[name]) if name not in ("signature_id", "page_sha256") else arrays[name]
+        if not all(map(check, values)):
+            return False
+    ids = arrays["signature_id"]
+    if len(ids) and pd.Series(ids).duplicated().any():
+        return False
+    expected = [f"{h[:16]}-{int(r):02d}" for h, r in zip(arrays["page_sha256"], arrays["row_number"])]
+    if not np.array_equal(ids, np.array(expected, dtype=object)):
+        return False
+    dup = arrays["duplicate_of"]
+    if ((arrays["status"] == "duplicate") & (dup == "")).any():
+        return False
+    named = dup != ""
+    if named.any():
+        if (dup[named] == ids[named]).any() or not pd.Series(dup[named]).isin(pd.Series(ids)).all():
+            return False
+    return True
+
+
 def _frame_rows(df: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     values = [df[c].tolist() for c in LEDGER_COLUMNS]
     for i, row in enumerate(zip(*values, strict=True), start=1):
@@ -278,6 +331,8 @@ def validate_ledger_frame(df: pd.DataFrame) -> list[str]:
     problems = _header_problems(list(df.columns))
     if problems:
         return problems  # per-row errors would only repeat the header problem on every row
+    if _fast_valid(df):
+        return []
     return _row_problems((f"row {i} (line {i + 1})", row) for i, row in _frame_rows(df))
 
 
@@ -299,6 +354,29 @@ def _frame(rows: Sequence[Sequence[str]]) -> pd.DataFrame:
     return pd.DataFrame([list(r) for r in rows], columns=list(LEDGER_COLUMNS), dtype=str)
 
 
+def _read_fast(raw: bytes) -> pd.DataFrame | None:
+    """The frame of a canonical, valid ledger (what write_ledger writes), read by pandas' C parser.
+
+    None when anything is off: the careful reader then says what. Exact because the frame must
+    serialise back to the very same text.
+    """
+    if raw.startswith(_UTF8_BOM) or not raw.endswith(b"\n"):
+        return None
+    try:
+        text = raw.decode("utf-8")
+        df = pd.read_csv(io.StringIO(text, newline=""), dtype=str, keep_default_na=False, na_filter=False,
+                         engine="c", skip_blank_lines=False, quoting=csv.QUOTE_MINIMAL)
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError, csv.Error):
+        return None
+    if list(df.columns) != list(LEDGER_COLUMNS):
+        return None
+    if not len(df):
+        df = empty_ledger()
+    if not _fast_valid(df) or ledger_csv_text(df) != text:
+        return None
+    return df.reset_index(drop=True)
+
+
 def read_ledger(path: Path) -> pd.DataFrame:
     """The ledger as a frame of text; an empty frame when the file does not exist yet."""
     path = Path(path)
@@ -310,6 +388,9 @@ def read_ledger(path: Path) -> pd.DataFrame:
         raise LedgerError(f"cannot read the ledger: {exc.strerror or exc}", file=str(path),
                           hint="check that the path is a readable file") from exc
 
+    fast = _read_fast(raw)
+    if fast is not None:
+        return fast
     problems: list[str] = []
     if raw.startswith(_UTF8_BOM):
         # Spreadsheet programs add it; other tools would then see a column named '\ufeffsignature_id'.
@@ -415,12 +496,22 @@ def _csv_field(value: str) -> str:
     return value
 
 
+def _csv_column(values: list[str], free: bool) -> list[str]:
+    if not free:  # a valid value of a pattern or enum column never needs quotes
+        return values
+    return [_csv_field(v) if (',' in v or '"' in v or "\n" in v or "\r" in v) else v for v in values]
+
+
 def ledger_csv_text(df: pd.DataFrame) -> str:
     """The exact bytes (as text) write_ledger puts on disk for a valid frame."""
-    lines = [",".join(LEDGER_COLUMNS)]
-    for _, row in _frame_rows(df):
-        lines.append(",".join(_csv_field(row[c]) for c in LEDGER_COLUMNS))
-    return "\n".join(lines) + "\n"
+    checks = _column_checks() or {}
+    columns = [_csv_column(df[c].tolist(), c in _FREE_TEXT or c not in checks
+                           or not ({"pattern", "enum"} & set(load_schema()["properties"][c])))
+               for c in LEDGER_COLUMNS]
+    header = ",".join(LEDGER_COLUMNS) + "\n"
+    if not len(df):
+        return header
+    return header + "\n".join(map(",".join, zip(*columns))) + "\n"
 
 
 def write_ledger(df: pd.DataFrame, path: Path) -> None:
@@ -545,7 +636,8 @@ def rows_from_result(result: PageResult, processed_at: str) -> list[dict[str, st
 def normalise_name(name: str) -> str:
     """Comparison key of a name: no accents, upper case, letters only, words sorted.
 
-    So 'DUPONT Marie', 'Marie Dupont' and 'marie  dupont-' give the same key.
+    So 'DUPONT Marie', 'Marie Dupont' and 'marie  dupont-' give the same key. (The deduplication
+    itself compares `dedup.name_tokens`, which also folds OCR confusions.)
     """
     text = unicodedata.normalize("NFKD", name)
     text = "".join(c for c in text if not unicodedata.combining(c)).upper()
@@ -554,53 +646,9 @@ def normalise_name(name: str) -> str:
     return " ".join(sorted(text.split()))
 
 
-def _order_key(processed_at: str, source_file: str, page: str, row_number: str) -> tuple[str, str, int, int]:
-    """'Earliest' order: processed_at, then source_file, page, row_number (numbers as integers)."""
-    return processed_at, source_file, int(page), int(row_number)
-
-
-def _dedup_groups(df: pd.DataFrame) -> list[list[int]]:
-    """Positions of rows of the same signer, earliest first; only groups of two or more."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    cols = {c: df[c].tolist() for c in ("status", "postal_code", "name")}
-    for i, (status, postal, name) in enumerate(zip(cols["status"], cols["postal_code"], cols["name"],
-                                                   strict=True)):
-        if status == "rejected" or not postal or not name:
-            continue
-        key = normalise_name(name)
-        if key:  # a name of only punctuation says nothing about the signer
-            groups.setdefault((postal, key), []).append(i)
-    keys = list(zip(df["processed_at"], df["source_file"], df["page"], df["row_number"], strict=True))
-    return [sorted(m, key=lambda i: _order_key(*keys[i])) for m in groups.values() if len(m) > 1]
-
-
-def deduplicate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mark later rows of the same signer (same postal code and name key) as duplicates of the earliest.
-
-    Recomputed from scratch each time, so it is idempotent and a row whose group changed gets its
-    status back. Rows a person handled (corrected, rejected) are left as they are.
-    """
-    out = df.copy()
-    if out.empty:
-        return out
-    status = out["status"].tolist()
-    dup_of = out["duplicate_of"].tolist()
-    flags = out["flags"].tolist()
-    ids = out["signature_id"].tolist()
-    new_status, new_dup = list(status), list(dup_of)
-    for i, old in enumerate(status):
-        if old not in ("corrected", "rejected"):
-            new_dup[i] = ""
-            if old == "duplicate":
-                new_status[i] = "review" if flags[i] else "ok"
-    for members in _dedup_groups(out):
-        earliest = ids[members[0]]
-        for i in members[1:]:
-            if status[i] != "corrected":
-                new_status[i], new_dup[i] = "duplicate", earliest
-    out["status"] = pd.Series(new_status, index=out.index, dtype=str)
-    out["duplicate_of"] = pd.Series(new_dup, index=out.index, dtype=str)
-    return out
+def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> pd.DataFrame:
+    """The ledger with every later row of a signer marked duplicate of the earliest (see dedup.py)."""
+    return dedup.deduplicate(df, cfg).frame
 
 
 # --- sidecars -----------------------------------------------------------------------------------
@@ -677,14 +725,17 @@ class AppendSummary:
     pages_skipped: int = 0  # already in the ledger (by page_sha256) or twice in this batch
     duplicates_marked: int = 0  # rows that became (or now point to another) duplicate in this run
     rows_total: int = 0
+    rows_erased_skipped: int = 0  # rows of this batch left out: erased before (see erase_rows)
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    return len(a) == len(b) and [r for _, r in _frame_rows(a)] == [r for _, r in _frame_rows(b)]
+    return len(a) == len(b) and all(
+        np.array_equal(a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)) for c in LEDGER_COLUMNS)
 
 
 def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at: str | None = None,
-                   reprocess: bool = False, lock_timeout: float = 30.0) -> AppendSummary:
+                   reprocess: bool = False, lock_timeout: float = 30.0,
+                   dedup_config: DedupConfig | None = None) -> AppendSummary:
     """Add the pages of a batch to the ledger (crops, details, then the ledger itself), under the lock.
 
     A page already in the ledger (same page_sha256) is skipped, or with reprocess its old rows are
@@ -720,12 +771,21 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
             accepted.append(result)
             new_rows += rows
             summary.pages_added += 1 if rows else 0
+        erased = erased_pairs(ledger)
+        if erased:  # an erased signature never comes back, even when its page is read again
+            wanted = [r for r in new_rows if (r["page_sha256"], int(r["row_number"])) not in erased]
+            summary.rows_erased_skipped = len(new_rows) - len(wanted)
+            new_rows = wanted
+            before_erased = _erased_mask(before, erased)
+            if before_erased.any():  # finish an erasure a crash interrupted
+                before = before[~before_erased].reset_index(drop=True)
         summary.rows_added = len(new_rows)
 
         kept = before[~before["page_sha256"].isin(replaced)]
         combined = pd.concat([kept, _frame([[r[c] for c in LEDGER_COLUMNS] for r in new_rows])],
                              ignore_index=True) if new_rows else kept.reset_index(drop=True)
-        after = deduplicate(combined)
+        deduped = dedup.deduplicate(combined, dedup_config)
+        after = deduped.frame
         problems = validate_ledger_frame(after)
         if problems:
             raise LedgerError(_problem_list("refusing to write an invalid ledger", problems),
@@ -748,12 +808,13 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                         for column, _ in row.crops_png}
 
         ids = after["signature_id"].tolist()
-        candidates: dict[str, list[str]] = {}
-        for members in _dedup_groups(after):
-            for i in members:
-                candidates[ids[i]] = [ids[j] for j in members if j != i]
+        candidates = deduped.candidates
         old_details = _read_details(paths.details)
         details = {sid: old_details[sid] for sid in ids if sid in old_details}  # drops rows gone
+        for sid, obj in details.items():  # candidates follow the ledger's current state
+            found = candidates.get(sid, [])
+            if obj.get("duplicate_candidates", []) != found:
+                details[sid] = {**obj, "duplicate_candidates": found}
         for result in accepted:
             for row in result.rows:
                 if row.is_blank:
@@ -794,3 +855,386 @@ def append_page_records(ledger: Path, records: Sequence[dict[str, Any]]) -> None
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
                           hint="check that the ledger's folder is writable") from exc
+
+
+# --- audit log, erasure -------------------------------------------------------------------------
+
+
+def _append_audit(ledger: Path, record: dict[str, Any]) -> None:
+    """Append one record (never a name) to L.audit.jsonl, fsynced before the ledger changes."""
+    path = sidecar_paths(ledger).audit
+    _ensure_dir(path.parent)
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check that the ledger's folder is writable") from exc
+
+
+def audit_records(ledger: Path) -> list[dict[str, Any]]:
+    """The audit log's records, oldest first ([] when there is none). A torn last line is ignored."""
+    path = sidecar_paths(Path(ledger)).audit
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read the audit log: {exc}", file=str(path),
+                          hint="restore it from a backup; it lists erased signatures") from exc
+    records = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # a write cut by a crash: the erasure it began was not done
+                continue
+            raise LedgerError(f"line {number}: not valid JSON ({exc.msg})", file=str(path),
+                              hint="fix that line; each line is one JSON object") from exc
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records
+
+
+def erased_pairs(ledger: Path) -> set[tuple[str, int]]:
+    """(page_sha256, row_number) of every signature erased from this ledger (from L.audit.jsonl)."""
+    pairs: set[tuple[str, int]] = set()
+    for record in audit_records(ledger):
+        if record.get("action") == "erase":
+            for item in record.get("rows", ()):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    pairs.add((str(item["page_sha256"]), int(item["row_number"])))
+    return pairs
+
+
+def _erased_mask(df: pd.DataFrame, erased: set[tuple[str, int]]) -> np.ndarray:
+    if not erased or df.empty:
+        return np.zeros(len(df), dtype=bool)
+    shas = {sha for sha, _ in erased}
+    candidates = df["page_sha256"].isin(shas).to_numpy()
+    mask = np.zeros(len(df), dtype=bool)
+    sha_col, row_col = df["page_sha256"].to_numpy(dtype=object), df["row_number"].to_numpy(dtype=object)
+    for i in np.flatnonzero(candidates).tolist():
+        mask[i] = (sha_col[i], int(row_col[i])) in erased
+    return mask
+
+
+def _remove_crops(ledger: Path, rows: pd.DataFrame) -> int:
+    """Delete L.crops/<page_sha256[:16]>/<row:02d>-*.png of the rows; missing files are fine."""
+    crops = sidecar_paths(ledger).crops
+    removed = 0
+    for sha, number in zip(rows["page_sha256"], rows["row_number"], strict=True):
+        folder = crops / sha[:16]
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f"{int(number):02d}-*.png"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    return removed
+
+
+@dataclass
+class EraseSummary:
+    rows_erased: int = 0
+    crops_removed: int = 0
+    repointed: int = 0  # rows whose duplicate_of changed because the row it named is gone
+    rows_total: int = 0
+
+
+def select_signer(df: pd.DataFrame, name: str, postal_code: str | None,
+                  cfg: DedupConfig | None = None) -> list[int]:
+    """Positions of every row of one signer: the dedup's certain name match, and their duplicates."""
+    hits = [i for i, _ in dedup.match_rows(df, name, postal_code, cfg=cfg, certain_only=True)]
+    if not hits:
+        return []
+    ids = df["signature_id"].to_numpy(dtype=object)
+    dup = df["duplicate_of"].to_numpy(dtype=object)
+    chosen = set(hits)
+    linked = {ids[i] for i in chosen} | {dup[i] for i in chosen if dup[i]}
+    chosen |= {i for i in range(len(df)) if ids[i] in linked or (dup[i] and dup[i] in linked)}
+    return sorted(chosen)
+
+
+def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None, postal_code: str | None = None,
+               lock_timeout: float = 30.0, dedup_config: DedupConfig | None = None,
+               now: str | None = None) -> EraseSummary:
+    """Remove signatures for good: their rows, crops and details, under the lock.
+
+    ids names rows exactly; name (with postal_code) names every row of one signer. The audit log
+    gets (page_sha256, row_number) of each erased row and the time, never a name, first: so
+    re-processing the same scans never brings them back (append_results skips them). Rows that
+    were duplicates of an erased row point to the signer's next earliest row (dedup recomputed).
+    """
+    ledger = Path(ledger)
+    if not ledger.exists():
+        raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
+    paths = sidecar_paths(ledger)
+    summary = EraseSummary()
+    with ledger_lock(ledger, timeout=lock_timeout):
+        df = read_ledger(ledger)
+        sid = df["signature_id"].to_numpy(dtype=object)
+        chosen: set[int] = set()
+        if ids:
+            wanted = set(ids)
+            unknown = sorted(wanted - set(sid.tolist()))
+            if unknown:
+                raise LedgerError(f"no row with signature_id {', '.join(unknown)}", file=str(ledger),
+                                  hint="copy the ids from `scan-pipeline ledger find`; nothing was erased")
+            chosen |= {i for i in range(len(df)) if sid[i] in wanted}
+        if name is not None:
+            chosen |= set(select_signer(df, name, postal_code, dedup_config))
+        gone = df.iloc[sorted(chosen)]
+        if gone.empty:
+            summary.rows_total = len(df)
+            return summary
+        _append_audit(ledger, {
+            "action": "erase", "at": utc_timestamp(now),
+            "rows": [{"page_sha256": s, "row_number": int(r)}
+                     for s, r in zip(gone["page_sha256"], gone["row_number"], strict=True)],
+        })
+        summary.crops_removed = _remove_crops(ledger, gone)
+        rest = df.drop(index=gone.index).reset_index(drop=True)
+        old_dup = rest["duplicate_of"].tolist()
+        result = dedup.deduplicate(rest, dedup_config)
+        after = result.frame
+        gone_ids = set(gone["signature_id"])
+        summary.repointed = sum(1 for o, n in zip(old_dup, after["duplicate_of"], strict=True)
+                                if o in gone_ids and o != n)
+        old_details = _read_details(paths.details)
+        if old_details:
+            kept = [{**old_details[s], "duplicate_candidates": result.candidates.get(s, [])}
+                    for s in after["signature_id"] if s in old_details]
+            _atomic_write(paths.details, _details_text(kept).encode("utf-8"))
+        write_ledger(after, ledger)
+        summary.rows_erased = len(gone)
+        summary.rows_total = len(after)
+    return summary
+
+
+# --- merging ledgers ----------------------------------------------------------------------------
+
+
+@dataclass
+class MergeSummary:
+    inputs: int = 0
+    rows_read: int = 0
+    rows_total: int = 0
+    same_rows: int = 0  # rows present in more than one input (same signature_id), kept once
+    erased_skipped: int = 0  # rows an input's audit log says were erased
+    duplicates: int = 0
+    possible_duplicates: int = 0
+    crops_copied: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _pick_versions(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per signature_id: the most recently reviewed version, ties broken by the row's text.
+
+    The choice never depends on the order the inputs were given in.
+    """
+    dup = df["signature_id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return df
+    single = df[~dup]
+    multi = df[dup]
+    ordered = multi.sort_values(["signature_id", "reviewed_at", *[c for c in LEDGER_COLUMNS
+                                                                   if c not in ("signature_id", "reviewed_at")]],
+                                ascending=[True, False] + [True] * (len(LEDGER_COLUMNS) - 2), kind="stable")
+    chosen = ordered.drop_duplicates("signature_id", keep="first")
+    return pd.concat([single, chosen])
+
+
+def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30.0,
+                  dedup_config: DedupConfig | None = None, now: str | None = None) -> MergeSummary:
+    """Merge the ledgers of several groups into `out`, deduplicated across them.
+
+    The same signature_id in two inputs is the same row, kept once. L.details.jsonl of the output
+    says per row which input(s) it came from (`merged_from`); crops of the inputs are copied when
+    present; erasures recorded in any input's audit log stay erased. `out` may be one of the inputs.
+    """
+    out = Path(out)
+    summary = MergeSummary(inputs=len(inputs))
+    if not inputs:
+        raise LedgerError("no input ledger to merge", hint="name at least one ledger CSV")
+    t0 = time.perf_counter()
+    with ledger_lock(out, timeout=lock_timeout):
+        frames: list[pd.DataFrame] = []
+        sources: dict[str, list[str]] = {}
+        details: dict[str, dict[str, Any]] = {}
+        erased: set[tuple[str, int]] = set(erased_pairs(out)) if out.exists() else set()
+        erase_records: list[dict[str, Any]] = []
+        crop_roots: dict[str, Path] = {}
+        seen_inputs: set[Path] = set()
+        for path in inputs:
+            path = Path(path)
+            if path.resolve() in seen_inputs:
+                continue
+            seen_inputs.add(path.resolve())
+            if not path.exists():
+                raise LedgerError(f"{path} does not exist", hint="check the input ledger paths; nothing was written")
+            df = read_ledger(path)
+            label = str(path)
+            frames.append(df)
+            summary.rows_read += len(df)
+            for s in df["signature_id"].tolist():
+                sources.setdefault(s, []).append(label)
+            for s, obj in _read_details(sidecar_paths(path).details).items():
+                details.setdefault(s, obj)
+            for record in audit_records(path):
+                if record.get("action") == "erase":
+                    erase_records.append(record)
+            erased |= erased_pairs(path)
+            crops = sidecar_paths(path).crops
+            if crops.is_dir() and crops.resolve() != sidecar_paths(out).crops.resolve():
+                crop_roots[label] = crops
+        summary.seconds["read"] = time.perf_counter() - t0
+        combined = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
+        unique = _pick_versions(combined)
+        summary.same_rows = len(combined) - len(unique)
+        mask = _erased_mask(unique, erased)
+        summary.erased_skipped = int(mask.sum())
+        unique = unique[~mask]
+        # a stable order: earliest first, so the merged file is the same whatever the input order
+        unique = unique.sort_values("signature_id", kind="stable").reset_index(drop=True)  # ties: by id
+        unique = unique.iloc[np.argsort(dedup.order_rank(unique), kind="stable")].reset_index(drop=True)
+        del combined, frames
+        t1 = time.perf_counter()
+        result = dedup.deduplicate(unique, dedup_config)
+        after = result.frame
+        summary.seconds["dedup"] = time.perf_counter() - t1
+        summary.duplicates, summary.possible_duplicates = result.duplicates, result.possible
+        t2 = time.perf_counter()
+        problems = validate_ledger_frame(after)
+        if problems:
+            raise LedgerError(_problem_list("refusing to write an invalid merged ledger", problems),
+                              file=str(out), hint=_BUG_HINT)
+        if crop_roots:
+            summary.crops_copied = _copy_crops(after, sources, crop_roots, sidecar_paths(out).crops)
+        out_details = []
+        for s in after["signature_id"].tolist():
+            obj = dict(details.get(s, {"signature_id": s}))
+            obj["merged_from"] = sorted(sources.get(s, []))
+            obj["duplicate_candidates"] = result.candidates.get(s, [])
+            out_details.append(obj)
+        _ensure_dir(out.parent)
+        _atomic_write(sidecar_paths(out).details, _details_text(out_details).encode("utf-8"))
+        known = {json.dumps(r, sort_keys=True) for r in audit_records(out)} if out.exists() else set()
+        for record in erase_records:  # the output remembers every erasure of its inputs
+            if json.dumps(record, sort_keys=True) not in known:
+                _append_audit(out, record)
+                known.add(json.dumps(record, sort_keys=True))
+        _append_audit(out, {"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
+                            "rows_read": summary.rows_read, "rows_written": len(after)})
+        _write_valid(after, out)
+        summary.rows_total = len(after)
+        summary.seconds["write"] = time.perf_counter() - t2
+    summary.seconds["total"] = time.perf_counter() - t0
+    return summary
+
+
+def _copy_crops(df: pd.DataFrame, sources: dict[str, list[str]], roots: dict[str, Path], target: Path) -> int:
+    copied = 0
+    for s, sha, number in zip(df["signature_id"], df["page_sha256"], df["row_number"], strict=True):
+        for label in sources.get(s, []):
+            root = roots.get(label)
+            folder = root / sha[:16] if root else None
+            if folder is None or not folder.is_dir():
+                continue
+            files = list(folder.glob(f"{int(number):02d}-*.png"))
+            if not files:
+                continue
+            _ensure_dir(target / sha[:16])
+            for f in files:
+                _atomic_write(target / sha[:16] / f.name, f.read_bytes(), durable=False)
+                copied += 1
+            break
+    return copied
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def counts_as_signer(df: pd.DataFrame) -> np.ndarray:
+    """Rows that count as one signer each: not a duplicate, not rejected, not struck out."""
+    return ((~df["status"].isin(["duplicate", "rejected"])) & (df["signature"] != "struck")).to_numpy()
+
+
+def ledger_stats(df: pd.DataFrame, departement: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Counts of a ledger: rows, unique signers, duplicates, flagged, by département and by source."""
+    if departement is None:
+        from .postal import load_postal_list
+
+        departement = load_postal_list().departement
+    unique = counts_as_signer(df)
+    codes = df["postal_code"].to_numpy(dtype=object)
+    dep_of = {c: (departement(c) or "?") if c else "?" for c in pd.unique(codes)}
+    deps = np.array([dep_of[c] for c in codes], dtype=object)
+    status = df["status"].to_numpy(dtype=object)
+    frame = pd.DataFrame({"dep": deps, "src": df["source_file"].to_numpy(dtype=object), "unique": unique,
+                          "dup": status == "duplicate"})
+    by_dep = frame.groupby("dep").agg(signatures=("unique", "size"), unique_signers=("unique", "sum"),
+                                      duplicates=("dup", "sum"))
+    by_src = frame.groupby("src").agg(signatures=("unique", "size"), unique_signers=("unique", "sum"),
+                                      duplicates=("dup", "sum"))
+
+    def table(t: pd.DataFrame) -> dict[str, dict[str, int]]:
+        return {str(k): {c: int(v) for c, v in row.items()} for k, row in t.iterrows()}
+
+    return {
+        "signatures": len(df),
+        "unique_signers": int(unique.sum()),
+        "duplicates": int((status == "duplicate").sum()),
+        "flagged": int((df["flags"] != "").sum()),
+        "review": int((status == "review").sum()),
+        "rejected": int((status == "rejected").sum()),
+        "struck": int((df["signature"] == "struck").sum()),
+        "possible_duplicates": int(df["flags"].str.contains(dedup.POSSIBLE_FLAG, regex=False).sum()),
+        "by_departement": table(by_dep),
+        "by_source": table(by_src),
+    }
+
+
+def departement_chart(stats: dict[str, Any], path: Path) -> None:
+    """A PNG bar chart of unique signers by département (matplotlib, an optional dependency)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("the chart needs matplotlib, which is not installed",
+                                     hint="pip install matplotlib") from None
+    items = sorted(stats["by_departement"].items(), key=lambda kv: -kv[1]["unique_signers"])
+    labels = [k for k, _ in items]
+    values = [v["unique_signers"] for _, v in items]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(labels) + 2), 4))
+    ax.bar(labels, values, color="#3b6ea8")
+    ax.set_xlabel("département")
+    ax.set_ylabel("unique signers")
+    ax.set_title(f"Unique signers by département ({stats['unique_signers']} in all)")
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    fig.tight_layout()
+    _ensure_dir(Path(path).parent)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise OutputError(f"cannot write the chart: {exc.strerror or exc}", file=str(path), hint=_WRITE_HINT) from exc
+    finally:
+        plt.close(fig)
+
+
+def find_rows(df: pd.DataFrame, name: str, postal_code: str | None = None,
+              cfg: DedupConfig | None = None) -> pd.DataFrame:
+    """Rows whose name matches `name` (at least the dedup's possible_score), best first, with a score column."""
+    hits = dedup.match_rows(df, name, postal_code, cfg=cfg)
+    found = df.iloc[[i for i, _ in hits]].copy()
+    found.insert(0, "score", [s for _, s in hits])
+    return found.reset_index(drop=True)

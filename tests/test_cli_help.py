@@ -14,6 +14,7 @@ from .conftest import SCRIPT
 COMMANDS = [
     [], ["process"], ["sheet"], ["sheet", "blank"], ["sheet", "validate"], ["samples"],
     ["samples", "generate"], ["config"], ["config", "show"], ["ledger"], ["ledger", "validate"],
+    ["ledger", "merge"], ["ledger", "stats"], ["ledger", "find"], ["ledger", "erase"],
 ]
 
 
