@@ -1,7 +1,7 @@
 """Names and signatures: accuracy, calibration and speed.
 
     python scripts/bench_names.py dev [--part tune|heldout] [--fit] [--limit N]
-    python scripts/bench_names.py sheets --sheets 6 --seed 4 [--out /tmp/n]
+    python scripts/bench_names.py sheets --sheets 6 --seed 4 [--out build/bench-names]
     python scripts/bench_names.py speed
 
 `dev` reads the real handwritten crops of ../shared/data/names-dev/ (never copied into the repository;
@@ -246,9 +246,9 @@ def main() -> None:
     s = sub.add_parser("sheets")
     s.add_argument("--sheets", type=int, default=6)
     s.add_argument("--seed", type=int, default=4)
-    s.add_argument("--out", default="/tmp/bench-names")
+    s.add_argument("--out", default="build/bench-names")
     sp = sub.add_parser("speed")
-    sp.add_argument("--crops", default="/tmp/bench-names.crops")
+    sp.add_argument("--crops", default="build/bench-names.crops")
     sp.add_argument("--limit", type=int, default=200)
     args = parser.parse_args()
     result = {"dev": run_dev, "sheets": run_sheets, "speed": run_speed}[args.what](args)

@@ -1,7 +1,7 @@
 """Benchmark the handwritten postal code reader on generated cells (and, optionally, pipeline crops).
 
     python scripts/bench_postal.py --cells 1500 --seed 7 --out bench-postal.json
-    python scripts/bench_postal.py --corpus /tmp/c --ledger /tmp/c.csv   # real pipeline crops too
+    python scripts/bench_postal.py --corpus build/c --ledger build/c.csv   # real pipeline crops too
 
 Cells are blank canvases of the sizes a postal code cell has on the sheets (cell heights 40-110 px,
 with the margin `cells.cut_row` keeps) written with `synth.write_digits`, i.e. with the MNIST
