@@ -92,10 +92,14 @@ def find_blocks(masks: PageMasks) -> list[Box]:
     vertical lines at the same places.
     """
     h, w = masks.ink.shape
-    lines = cv2.dilate(masks.lines, np.ones((5, 5), np.uint8))
+    # Components on a quarter-size copy: block boxes need no finer, and it is 16 times less work.
+    f = 4
+    small = cv2.resize(masks.lines, (w // f, h // f), interpolation=cv2.INTER_AREA)
+    lines = cv2.dilate((small > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
-    wide = sorted((Box(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh, _ in stats[1:]
-                   if bw >= 0.4 * w and bh >= 0.005 * h), key=lambda b: b.y0)
+    wide = sorted((Box(int(x) * f, int(y) * f, min(w, int(x + bw) * f), min(h, int(y + bh) * f))
+                   for x, y, bw, bh, _ in stats[1:] if bw * f >= 0.4 * w and bh * f >= 0.005 * h),
+                  key=lambda b: b.y0)
     blocks: list[Box] = []
     for box in wide:
         if blocks and 0 <= box.y0 - blocks[-1].y1 < 0.03 * h:

@@ -7,7 +7,10 @@ sheet is scanned again (new bytes) and not when the same file is processed again
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,6 +139,11 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
         raise InputFileError(f"not a readable PDF ({reason})", file=given,
                              hint="open it in a PDF viewer; if it does not open, scan the sheet again") from exc
     for index in range(count):
+        ref = PageRef(given, index + 1, page_hash(digest, index))
+        embedded = _embedded_page_image(path, index + 1)
+        if embedded is not None:
+            yield PageImage(ref, _to_array(embedded[0]), embedded[1])
+            continue
         try:
             images = convert_from_path(str(path), dpi=dpi, first_page=index + 1, last_page=index + 1,
                                        grayscale=True, timeout=120)  # color adds nothing to read
@@ -144,7 +152,54 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
                                  hint="open the PDF in a viewer; export this page as an image") from exc
         if not images:
             raise InputFileError("poppler rendered nothing for this page", file=given, page=index + 1)
-        yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), _to_array(images[0]), float(dpi))
+        yield PageImage(ref, _to_array(images[0]), float(dpi))
+
+
+_PAGE_LINE = re.compile(r"^Page\s+(\d+)\s+(size|rot):\s+(.*)$", re.M)
+
+
+def _embedded_page_image(path: Path, page: int) -> tuple[Image.Image, float] | None:
+    """The page's only image, when the page is nothing but that image (a scanner's PDF).
+
+    Taking the scan out of the PDF is several times faster than rendering the page and keeps the
+    scan's own pixels; any other page (vector text, several images, a rotated page, an image that
+    does not fill the page) is rendered by poppler instead.
+    """
+    if not shutil.which("pdfimages"):
+        return None
+    try:
+        listing = subprocess.run(["pdfimages", "-list", "-f", str(page), "-l", str(page), str(path)],
+                                 capture_output=True, text=True, timeout=60)
+        info = subprocess.run(["pdfinfo", "-f", str(page), "-l", str(page), str(path)],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [line.split() for line in listing.stdout.splitlines()[2:] if line.strip()]
+    facts = {key: value for _, key, value in _PAGE_LINE.findall(info.stdout)}
+    if listing.returncode != 0 or len(rows) != 1 or rows[0][2] != "image" or facts.get("rot", "0").strip() != "0":
+        return None
+    try:
+        width, height, x_ppi, y_ppi = int(rows[0][3]), int(rows[0][4]), float(rows[0][12]), float(rows[0][13])
+        page_w, page_h = (float(v) for v in re.findall(r"[\d.]+", facts["size"])[:2])
+    except (ValueError, IndexError, KeyError):
+        return None
+    # the image must fill the page, at one resolution in both directions
+    if abs(x_ppi - y_ppi) > 0.02 * x_ppi or abs(width / height - page_w / page_h) > 0.01 * page_w / page_h:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            subprocess.run(["pdfimages", "-j", "-f", str(page), "-l", str(page), str(path), f"{folder}/p"],
+                           capture_output=True, timeout=120, check=True)
+            files = list(Path(folder).iterdir())
+            if len(files) != 1:
+                return None
+            img = Image.open(files[0])
+            if img.format == "JPEG":
+                img.draft("L", img.size)  # decode straight to gray: color adds nothing to read
+            img.load()
+            return img, width / (page_w / 72.0)
+        except (OSError, subprocess.SubprocessError, UnidentifiedImageError, SyntaxError, ValueError):
+            return None
 
 
 def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
@@ -153,6 +208,8 @@ def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
+            if img.format == "JPEG":
+                img.draft("L", img.size)  # decode straight to gray: color adds nothing to read
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputFileError(f"the image is too large (over {MAX_PIXELS // 1_000_000} million pixels)",

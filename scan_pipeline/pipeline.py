@@ -133,7 +133,7 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     aspect = ctx.template.paper_mm[1] / ctx.template.paper_mm[0]
     flat = normalise_page(page, aspect)
     masks = page_masks(flat.pixels)
-    squared = square_up(flat, masks)
+    squared = square_up(flat, masks) if flat.photo else None  # a scan's grid is square once deskewed
     if squared is not None:
         flat, masks = squared, page_masks(squared.pixels)
     search = find_grid(flat, ctx.template, ctx.engine, masks)
@@ -273,7 +273,8 @@ def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: 
             for issue in page_failed:
                 report.failures.append(Failure(item.given_as, page.ref.page, issue.message, issue.hint))
             records.append({**page_record(result, "failed" if page_failed else "done"),
-                            "load_seconds": round(load_seconds, 3)})
+                            "load_seconds": round(load_seconds, 3),
+                            "source_size": [int(page.pixels.shape[1]), int(page.pixels.shape[0])]})
             if not page_failed:
                 report.pages_done += 1
                 report.flagged += sum(1 for r in result.rows if r.flags and not r.is_blank)

@@ -387,9 +387,31 @@ def score_files(corpus: Path, ledger: Path) -> dict[str, Any]:
         df = read_ledger_csv(ledger)
     else:  # the pipeline found nothing at all
         df = pd.DataFrame(columns=["signature_id", "source_file", "page", "row_number"])
-    scored = score(truth, df, read_details(details_path(ledger)), corpus, pdf_scales(truth, corpus))
+    scales = pdf_scales(truth, corpus)
+    scales.update(source_scales(truth, corpus, ledger.with_suffix(".pages.jsonl")))
+    scored = score(truth, df, read_details(details_path(ledger)), corpus, scales)
     add_page_times(scored["metrics"], truth, corpus, ledger.with_suffix(".pages.jsonl"))
     return scored
+
+
+def source_scales(truth: dict[str, Any], corpus: Path, records: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    """(file, page) -> truth-to-pipeline pixel factors from the size of each page as the pipeline loaded
+    it (`source_size` in L.pages.jsonl): exact whether a PDF page was rendered or its scan taken out."""
+    if not records.exists():
+        return {}
+    sizes = {(f["file"], int(p["page"])): p["pixel_size"] for f in truth["files"] for p in f["pages"]}
+    names = {f["file"] for f in truth["files"]}
+    scales = {}
+    for line in records.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        key = (relative_source(r.get("source_file", ""), corpus, names), int(r.get("page", 0)))
+        if "source_size" in r and key in sizes:
+            (w, h), (sw, sh) = sizes[key], r["source_size"]
+            scales[key] = (sw / w, sh / h)
+    return scales
 
 
 def add_page_times(metrics: dict[str, Any], truth: dict[str, Any], corpus: Path, records: Path) -> None:

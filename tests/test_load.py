@@ -96,12 +96,31 @@ def test_truncated_pdf_is_reported(tmp_path):
     assert "PDF" in info.value.message
 
 
-def test_pdf_pages_render_through_poppler(scan_corpus):
-    pdf = sorted(scan_corpus.glob("*.pdf"))[0]
-    pages = list(iter_pages(expand_inputs([str(pdf)])[0][0]))
+def test_a_scanners_pdf_gives_its_scans_at_their_own_resolution(scan_corpus):
+    from .conftest import load_truth
+
+    entry = next(f for f in load_truth(scan_corpus)["files"] if f["format"] == "pdf")
+    pages = list(iter_pages(expand_inputs([str(scan_corpus / entry["file"])])[0][0]))
     assert [p.ref.page for p in pages] == [1, 2]
-    assert all(p.dpi == PDF_DPI and p.pixels.shape[0] == pytest.approx(297 / 25.4 * PDF_DPI, abs=2) for p in pages)
-    assert isinstance(pages[0].pixels, np.ndarray)
+    for page, truth in zip(pages, entry["pages"]):
+        assert [page.pixels.shape[1], page.pixels.shape[0]] == truth["pixel_size"]  # the scan's own pixels
+        assert page.dpi == pytest.approx(truth["dpi"], rel=0.01)
+        assert page.pixels.ndim == 2  # decoded straight to gray
+
+
+def test_a_pdf_page_with_drawn_content_is_rendered_by_poppler(tmp_path):
+    stream = b"20 w 100 100 m 400 700 l S"
+    pdf = (b"%PDF-1.4\n1 0 obj <</Type/Catalog/Pages 2 0 R>> endobj\n"
+           b"2 0 obj <</Type/Pages/Kids[3 0 R]/Count 1>> endobj\n"
+           b"3 0 obj <</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]/Contents 4 0 R>> endobj\n"
+           + b"4 0 obj <</Length " + str(len(stream)).encode() + b">> stream\n" + stream
+           + b"\nendstream endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n")
+    path = tmp_path / "drawn.pdf"
+    path.write_bytes(pdf)
+    page = next(iter_pages(expand_inputs([str(path)])[0][0]))
+    assert page.dpi == PDF_DPI
+    assert page.pixels.shape[0] == pytest.approx(297 / 25.4 * PDF_DPI, abs=2)
+    assert page.pixels.min() < 50 and page.pixels.max() > 200  # the drawn line, on white
 
 
 def test_transparent_png_is_paper_and_16_bit_tiff_is_scaled(tmp_path):
