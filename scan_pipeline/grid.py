@@ -94,9 +94,9 @@ def find_blocks(masks: PageMasks) -> list[Box]:
     h, w = masks.ink.shape
     # Components on a quarter-size copy: block boxes need no finer, and it is 16 times less work.
     f = 4
+    # (no dilation: at this size it would bridge the grid to the text printed just under it)
     small = cv2.resize(masks.lines, (w // f, h // f), interpolation=cv2.INTER_AREA)
-    lines = cv2.dilate((small > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats((small > 0).astype(np.uint8), connectivity=8)
     wide = sorted((Box(int(x) * f, int(y) * f, min(w, int(x + bw) * f), min(h, int(y + bh) * f))
                    for x, y, bw, bh, _ in stats[1:] if bw * f >= 0.4 * w and bh * f >= 0.005 * h),
                   key=lambda b: b.y0)
@@ -252,7 +252,13 @@ def fit_numbers(reads: list[list[int | None]],
                 for f, g in zip(found_ids, grid_ids):
                     found, seq = reads[f], grids[g]
                     if len(found) > len(seq):
-                        numbers[f] = [None] * len(found)
+                        # more rows than printed (lines of text under the grid taken for rows):
+                        # the sequence is placed where it fits, the rows around it stay unnumbered
+                        scores = [sum(1 for i, n in enumerate(seq) if found[j + i] == n)
+                                  for j in range(len(found) - len(seq) + 1)]
+                        j = int(np.argmax(scores))
+                        total += scores[j]
+                        numbers[f] = [None] * j + list(seq) + [None] * (len(found) - len(seq) - j)
                         continue
                     scores = [sum(1 for i, r in enumerate(found) if r == seq[j + i])
                               for j in range(len(seq) - len(found) + 1)]
@@ -290,6 +296,14 @@ def _join_fragments(layouts: list[tuple[Box, list[int], list[int]]],
     return joined
 
 
+def _outermost(layouts: list[tuple[Box, list[int], list[int]]]) -> list[tuple[Box, list[int], list[int]]]:
+    """Drop structures inside a grid block (handwriting that looks ruled): they are part of it."""
+    def inside(a: Box, b: Box) -> bool:
+        return b.x0 <= a.x0 and b.y0 <= a.y0 and b.x1 >= a.x1 and b.y1 >= a.y1
+
+    return [la for la in layouts if not any(o is not la and inside(la[0], o[0]) for o in layouts)]
+
+
 def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
               masks: PageMasks | None = None) -> GridSearch:
     gray = flat.pixels
@@ -302,7 +316,7 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         return GridSearch(None, (PageIssue("page_no_grid", "no signature grid was found on this page",
                                            "check that the page is a petition sheet and is not blank"),))
     layouts: list[tuple[Box, list[int], list[int]]] = []
-    flipped_votes = 0
+    flipped: dict[int, bool] = {}
     issues: list[PageIssue] = []
     for block in found_blocks:
         # widened so a line that still leans a little (a photo's residual perspective) counts whole
@@ -320,15 +334,13 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         if len(ys) < 3:
             issues.append(PageIssue("block_rows", f"a grid block at y={block.y0} has no rows"))
             continue
-        flipped_votes += 1 if err_flipped < err else -1
+        flipped[id(block)] = err_flipped < err
         layouts.append((block, xs, ys))
-    if flipped_votes > 0:
+    layouts = _outermost(layouts)
+    # upside down when the columns read right to left (the narrow number column on the right)
+    if sum(1 if flipped[id(block)] else -1 for block, _, _ in layouts) > 0:
         return GridSearch(None, (), upside_down=True)
-    layouts = _join_fragments(layouts, gray.shape[1])
-    # a structure inside a grid block (handwriting that looks ruled) is part of that block
-    layouts = [la for la in layouts if not any(
-        o is not la and o[0].x0 <= la[0].x0 and o[0].y0 <= la[0].y0 and o[0].x1 >= la[0].x1 and o[0].y1 >= la[0].y1
-        for o in layouts)]
+    layouts = _outermost(_join_fragments(layouts, gray.shape[1]))
     if not layouts:
         return GridSearch(None, tuple(issues) + (PageIssue(
             "page_no_grid", "no grid block with the template's columns was found",

@@ -45,6 +45,12 @@ def test_fit_ignores_a_block_that_is_not_the_grid(template):
     assert page == 2 and numbers[0] is None and numbers[1][3] == 14
 
 
+def test_fit_leaves_extra_rows_unnumbered(template):
+    reads = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, None, None]]  # two lines of text under the grid taken for rows
+    page, numbers, agree = fit_numbers(reads, template)
+    assert page == 1 and numbers[0] == [*range(1, 11), None, None] and agree == 10
+
+
 def test_fit_refuses_to_guess(template):
     page, _, agree = fit_numbers([[None] * 10], template)
     assert agree == 0
