@@ -64,7 +64,7 @@ A4_WIDTH_IN = 210 / 25.4  # photo-mode PDFs are saved at (image width / paper wi
 IOU_MIN = 0.5
 OK_EXIT_CODES = (0, 10)  # 10: finished, but some pages failed (still a measurement)
 TESSERACT_PAGES = 3
-SIDECAR_SUFFIXES = (".crops", ".details.jsonl", ".lock", ".audit.jsonl")
+SIDECAR_SUFFIXES = (".crops", ".details.jsonl", ".lock", ".audit.jsonl", ".pages.jsonl")
 
 # (key, label, kind): kind "share" (a value in [0, 1] over n items), "cer" (a mean over n rows),
 # "count" (an integer), "seconds" / "rate" (overall only, filled in by main).
