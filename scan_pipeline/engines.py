@@ -68,7 +68,11 @@ class TesserocrEngine:
         if whitelist != self._whitelist:
             self._api.SetVariable("tessedit_char_whitelist", whitelist or "")
             self._whitelist = whitelist
-        self._api.SetImage(Image.fromarray(image))
+        if image.ndim == 2 and image.dtype == np.uint8:  # gray pixels straight in, no image conversion
+            pixels = np.ascontiguousarray(image)
+            self._api.SetImageBytes(pixels.tobytes(), pixels.shape[1], pixels.shape[0], 1, pixels.shape[1])
+        else:
+            self._api.SetImage(Image.fromarray(image))
         text = self._api.GetUTF8Text().strip()
         confidences = [c for c in self._api.AllWordConfidences() if c >= 0]
         conf = float(np.mean(confidences)) / 100.0 if confidences and text else 0.0
