@@ -110,9 +110,6 @@ class RowCells:
     def crop(self, column: str) -> np.ndarray:
         return dict(self.crops)[column]
 
-    def ink_of(self, column: str) -> float:
-        return dict(self.ink)[column]
-
 
 @dataclass(frozen=True)
 class FieldReading:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import io
 import json
-import unicodedata
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
@@ -94,10 +93,6 @@ class Person:
     def canonical(self) -> str:
         """The name as the ledger writes it: NOM Prénom."""
         return f"{self.surname.upper()} {self.given}"
-
-
-def strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
 
 
 # --- drawing ink -----------------------------------------------------------------------------

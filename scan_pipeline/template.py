@@ -68,11 +68,6 @@ class Template:
         return tuple(c.key for c in self.columns)
 
     @property
-    def field_columns(self) -> tuple[str, ...]:
-        """The columns people write in (all but the printed row number)."""
-        return self.column_keys[1:]
-
-    @property
     def blocks(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
         """Every grid block as (sheet page, printed row numbers)."""
         return tuple((p.page, rows) for p in self.pages for rows in p.grids)
