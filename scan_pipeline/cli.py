@@ -6,14 +6,23 @@ import csv
 import functools
 import io
 import logging
-import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from . import __version__
 from .errors import EXIT_CODE_HELP, ExitCode, PipelineError
@@ -75,8 +84,9 @@ def main(
                                           help="Show the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage (may show names).")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from .logs import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.WARNING)
 
 
 # --- process --------------------------------------------------------------------------------
@@ -89,6 +99,18 @@ def process(
     ledger: Annotated[Path, typer.Option("--ledger", "-l", help="The ledger CSV to create or add to.")],
     template: TemplateOpt = None,
     config: ConfigOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", "-w", min=1, max=256, help="Pages read at once, one process each [default: the cores]",
+        show_default=False)] = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="Where pages are read: local (processes on this machine) or dask (a Dask cluster; "
+                           "needs the dask extra).")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="With --executor dask: the cluster's scheduler, tcp://HOST:PORT "
+                            "(default: a cluster of --workers processes on this machine).")] = None,
+    report_html: Annotated[Path | None, typer.Option(
+        "--report", help="Write a self-contained HTML report of the run here (figures, failures, pages, "
+                         "flagged rows).")] = None,
     debug_dir: Annotated[Path | None, typer.Option(
         "--debug-dir", help="Write a grid overlay PNG per page here.")] = None,
     reprocess: Annotated[bool, typer.Option(
@@ -99,36 +121,90 @@ def process(
     """Read every page of INPUTS and add its signatures to the ledger.
 
     Folders are searched recursively for .pdf .tif .tiff .png .jpg .jpeg files (any case). Pages
-    already in the ledger are skipped, so running the same command again adds nothing. Each row's
-    cell images are written beside the ledger (LEDGER.crops/) for review.
+    already in the ledger are skipped, so running the same command again adds nothing, and a run
+    that was interrupted continues where it stopped. Each row's cell images are written beside the
+    ledger (LEDGER.crops/) for review. A file or page that cannot be read is listed on stderr with
+    the reason; the others are processed (exit code 10).
     """
+    import signal
+
+    from .batch import check_executor, default_workers, run_batch
     from .config import load_config
-    from .pipeline import run_batch
     from .template import load_template
 
     tpl = load_template(template)
     cfg = load_config(config)
+    chosen = check_executor(executor)
+    n_workers = workers or default_workers()
+    # `kill` (SIGTERM) stops like Ctrl-C: finished pages are written first
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     show = not quiet and err.is_terminal
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True, disable=not show)
-    with progress:
-        task = progress.add_task("pages", total=None)
+    bar = _progress_bar(show)
+    with bar:
+        task = bar.add_task("pages", total=None, rows=0, rate="")
 
-        def step(where: str, result: Any) -> None:
-            progress.update(task, advance=1, description=f"pages ({where})")
+        def step(event: Any) -> None:
+            rep = event.report
+            seen = rep.pages_done + rep.pages_skipped + rep.pages_failed
+            minutes = max(time.perf_counter() - started, 1e-6) / 60
+            bar.update(task, completed=seen, total=rep.pages_total or None, rows=rep.rows_read,
+                       rate=f"{rep.pages_done / minutes:.0f} pages/min" if rep.pages_done else "")
 
-        report = run_batch(inputs, ledger, template=tpl, config=cfg, debug_dir=debug_dir, reprocess=reprocess,
-                           progress=step)
+        started = time.perf_counter()
+        try:
+            report = run_batch(inputs, ledger, template=tpl, config=cfg, debug_dir=debug_dir, reprocess=reprocess,
+                               progress=step, workers=n_workers, executor=chosen, scheduler=scheduler,
+                               keep_overlays=report_html is not None)
+        except KeyboardInterrupt as exc:
+            interrupted = exc.args[0] if exc.args else None
+            bar.stop()
+            if interrupted is not None:
+                _print_summary(interrupted, ledger, debug_dir)
+            err.print("interrupted: every page finished before the interruption is in the ledger; "
+                      "run the same command again to continue")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    _print_summary(report, ledger, debug_dir)
+    if report_html is not None:
+        from .report import write_report
+
+        write_report(report_html, report, ledger, cfg)
+        err.print(f"report:   {report_html}")
+    if report.failures:
+        raise typer.Exit(int(ExitCode.PAGES_FAILED))
+
+
+def _progress_bar(show: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rows]} rows"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=not show)
+
+
+def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
+    """One screen at the end, on stderr: failures first (always shown), then the figures."""
     for failure in report.failures:
-        err.print(f"[red]failed:[/] {failure}", markup=True)
+        err.print(f"[red]failed:[/] {escape(str(failure))}", markup=True)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    minutes = report.seconds / 60
+    rate = f" ({report.pages_done / minutes:.0f} pages/min, {report.workers} {report.executor} worker(s))" \
+        if report.pages_done and minutes > 0 else ""
+    for label, value in (
+        ("pages processed", f"{report.pages_done}{rate}"),
+        ("already in the ledger", str(report.pages_skipped)),
+        ("pages failed", str(report.pages_failed)),
+        ("signature rows added", str(report.rows_added)),
+        ("flagged for review", str(report.flagged)),
+        ("duplicates", str(report.duplicates)),
+        ("time", f"{report.seconds:.1f} s"),
+    ):
+        table.add_row(label, value)
+    err.print(table)
+    # kept as one line too: scripts and tests read it
     err.print(
         f"{report.pages_done} page(s) processed, {report.pages_skipped} already in the ledger, "
         f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
         f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
-    err.print(f"ledger: {ledger}\ncrops: {ledger.with_suffix('.crops')}/"
+    err.print(f"ledger:   {ledger}\ncrops:    {ledger.with_suffix('.crops')}/"
               + (f"\noverlays: {debug_dir}/" if debug_dir else ""))
-    if report.failures:
-        raise typer.Exit(int(ExitCode.PAGES_FAILED))
 
 
 # --- sheet ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class NamesConfig:
     prior_weight: float
     agree_bonus: float
     split_penalty: float
+    word_gap: float
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,19 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    flush_seconds: float
+    pages_in_flight_per_worker: float
+
+
+@dataclass(frozen=True)
 class Config:
     cells: CellsConfig
     names: NamesConfig
     postal: PostalConfig
     signature: SignatureConfig
     dedup: DedupConfig
+    batch: BatchConfig
 
 
 def _bundled() -> dict[str, Any]:
@@ -104,7 +112,7 @@ def _build(data: dict[str, Any]) -> Config:
 
     return Config(section(CellsConfig, "cells"), section(NamesConfig, "names"),
                   section(PostalConfig, "postal"), section(SignatureConfig, "signature"),
-                  section(DedupConfig, "dedup"))
+                  section(DedupConfig, "dedup"), section(BatchConfig, "batch"))
 
 
 @lru_cache(maxsize=1)

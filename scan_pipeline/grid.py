@@ -362,6 +362,11 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         reads.append(block_reads)
         texts.append(block_texts)
     layouts = numbered
+    if not layouts:
+        return GridSearch(None, tuple(issues) + (PageIssue(
+            "page_not_this_form", "a ruled table was found, but no printed row number in it: "
+            "this does not look like the template's signature sheet",
+            "check that the page is a petition sheet (or pass its --template)"),))
     sheet_page, numbers, agree = fit_numbers(reads, template)
     n_rows = sum(len(r) for r, n in zip(reads, numbers) if n is not None) or sum(len(r) for r in reads)
     if sheet_page is None or agree < max(2, n_rows // 4):

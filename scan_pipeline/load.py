@@ -74,6 +74,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def count_pages(item: InputFile) -> int:
+    """How many pages a file holds, cheaply (for progress); 1 when it cannot tell (reading it will say why)."""
+    try:
+        with item.path.open("rb") as fh:
+            magic = fh.read(8)
+        if magic.startswith(b"%PDF") or item.path.suffix.lower() == ".pdf":
+            from pdf2image import pdfinfo_from_path
+
+            return max(1, int(pdfinfo_from_path(str(item.path), timeout=30)["Pages"]))
+        with Image.open(item.path) as img:
+            return max(1, int(getattr(img, "n_frames", 1)))
+    except Exception:  # any failure here is reported, with its reason, when the file is read
+        return 1
+
+
 def _check_poppler() -> None:
     if not shutil.which("pdftoppm") or not shutil.which("pdfinfo"):
         raise MissingDependencyError("poppler (pdftoppm, pdfinfo) is not installed: PDFs cannot be read",
@@ -140,7 +155,9 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
                              hint="open it in a PDF viewer; if it does not open, scan the sheet again") from exc
     for index in range(count):
         ref = PageRef(given, index + 1, page_hash(digest, index))
-        embedded = _embedded_page_image(path, index + 1)
+        facts = _page_facts(path, index + 1)
+        _check_pdf_page_size(facts, given, index + 1, dpi)
+        embedded = _embedded_page_image(path, index + 1, facts)
         if embedded is not None:
             yield PageImage(ref, _to_array(embedded[0]), embedded[1])
             continue
@@ -158,7 +175,28 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
 _PAGE_LINE = re.compile(r"^Page\s+(\d+)\s+(size|rot):\s+(.*)$", re.M)
 
 
-def _embedded_page_image(path: Path, page: int) -> tuple[Image.Image, float] | None:
+def _page_facts(path: Path, page: int) -> dict[str, str]:
+    try:
+        info = subprocess.run(["pdfinfo", "-f", str(page), "-l", str(page), str(path)],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {key: value for _, key, value in _PAGE_LINE.findall(info.stdout)}
+
+
+def _check_pdf_page_size(facts: dict[str, str], given: str, page: int, dpi: int) -> None:
+    """A page so large that rendering it would exhaust memory is refused, not rendered."""
+    try:
+        width_pt, height_pt = (float(v) for v in re.findall(r"[\d.]+", facts["size"])[:2])
+    except (KeyError, ValueError):
+        return  # poppler will say what is wrong when it renders
+    if width_pt * height_pt * (dpi / 72.0) ** 2 > MAX_PIXELS:
+        mm = f"{width_pt / 72 * 25.4:.0f} x {height_pt / 72 * 25.4:.0f} mm"
+        raise InputFileError(f"the page is far too large to be a scanned sheet ({mm})", file=given, page=page,
+                             hint="export the sheet at A4 size, or scan it again")
+
+
+def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[Image.Image, float] | None:
     """The page's only image, when the page is nothing but that image (a scanner's PDF).
 
     Taking the scan out of the PDF is several times faster than rendering the page and keeps the
@@ -170,12 +208,9 @@ def _embedded_page_image(path: Path, page: int) -> tuple[Image.Image, float] | N
     try:
         listing = subprocess.run(["pdfimages", "-list", "-f", str(page), "-l", str(page), str(path)],
                                  capture_output=True, text=True, timeout=60)
-        info = subprocess.run(["pdfinfo", "-f", str(page), "-l", str(page), str(path)],
-                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     rows = [line.split() for line in listing.stdout.splitlines()[2:] if line.strip()]
-    facts = {key: value for _, key, value in _PAGE_LINE.findall(info.stdout)}
     if listing.returncode != 0 or len(rows) != 1 or rows[0][2] != "image" or facts.get("rot", "0").strip() != "0":
         return None
     try:
@@ -183,6 +218,8 @@ def _embedded_page_image(path: Path, page: int) -> tuple[Image.Image, float] | N
         page_w, page_h = (float(v) for v in re.findall(r"[\d.]+", facts["size"])[:2])
     except (ValueError, IndexError, KeyError):
         return None
+    if width * height > MAX_PIXELS:
+        return None  # a bomb: rendering at PDF_DPI is bounded by _check_pdf_page_size
     # the image must fill the page, at one resolution in both directions
     if abs(x_ppi - y_ppi) > 0.02 * x_ppi or abs(width / height - page_w / page_h) > 0.01 * page_w / page_h:
         return None

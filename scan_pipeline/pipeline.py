@@ -1,18 +1,15 @@
-"""The path of a page, and of a batch.
+"""The path of a page.
 
 `process_page` is one pure function of a page: everything it needs comes in (the page and a
 `WorkerContext`), everything it found goes out (a `PageResult`); it writes nothing and prints
-nothing. `run_batch` is the parent: it expands inputs, skips pages already in the ledger, calls
-`process_page`, appends to the ledger file by file and collects every failure with its reason.
+nothing, so it runs the same in the parent, in a worker process or on a cluster (`batch.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -20,10 +17,8 @@ import numpy as np
 from .cells import cut_row, row_ink
 from .config import Config, load_config
 from .engines import OcrEngine, RapidRecEngine, rapid_engine, tesseract_engine
-from .errors import InputFileError, NoInputError, OutputError, PipelineError
 from .grid import find_grid, page_masks, square_up
-from .ledger import append_page_records, append_results, read_ledger, utc_timestamp
-from .load import InputFile, expand_inputs, iter_pages
+from .logs import row_context
 from .names import read_name
 from .normalise import normalise_page, turn_upside_down
 from .postal import PostalList, load_postal_list, read_postal
@@ -43,6 +38,8 @@ from .signature import signature_state
 from .template import Template, load_template
 
 log = logging.getLogger(__name__)
+
+MIN_SIDE = 300  # pixels: a page smaller than this (A4 at ~35 dpi) cannot hold readable handwriting
 
 
 @dataclass
@@ -130,6 +127,11 @@ def overlay(flat: FlatPage, grid: PageGrid | None) -> bytes:
 def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     """Everything the pipeline finds on one page. Never raises for a bad page: it reports it."""
     start = time.perf_counter()
+    height, width = page.pixels.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        return PageResult(ref=page.ref, issues=(PageIssue(
+            "page_too_small", f"the page is too small to read ({width} x {height} pixels)",
+            "scan the sheet at 200 to 300 dpi"),))
     aspect = ctx.template.paper_mm[1] / ctx.template.paper_mm[0]
     flat = normalise_page(page, aspect)
     masks = page_masks(flat.pixels)
@@ -150,7 +152,12 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     cut = [cut_row(flat.pixels, masks, row, ctx.config.cells) for row in numbered]
     geometry_seconds = time.perf_counter() - start
     inverse = np.linalg.inv(np.array(flat.transform))
-    rows = [read_row(row, cells, ctx, inverse) for row, cells in zip(numbered, cut)]
+    rows = []
+    for row, cells in zip(numbered, cut):
+        with row_context(int(row.number or 0)):
+            rows.append(read_row(row, cells, ctx, inverse))
+            log.debug("name %r (%s), postal code %r (%s), signature %s", rows[-1].name.value, rows[-1].name.band,
+                      rows[-1].postal.value, rows[-1].postal.band, rows[-1].signature)
     quality = PageQuality(
         rotation=flat.rotation, skew_deg=round(flat.skew_deg, 3),
         lines_found=grid.lines_found if grid else (0, 0), rows_found=len(rows),
@@ -159,128 +166,3 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     return PageResult(ref=page.ref, rows=tuple(rows), issues=tuple(issues), quality=quality,
                       sheet_page=grid.sheet_page if grid else None,
                       overlay_png=overlay(flat, grid) if ctx.debug else b"")
-
-
-# --- the batch (parent process) ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Failure:
-    file: str
-    page: int | None
-    reason: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        where = self.file if self.page is None else f"{self.file}:page {self.page}"
-        return f"{where}: {self.reason}" + (f" ({self.hint})" if self.hint else "")
-
-
-@dataclass
-class BatchReport:
-    files: int = 0
-    pages_done: int = 0
-    pages_skipped: int = 0
-    rows_added: int = 0
-    flagged: int = 0
-    duplicates: int = 0
-    failures: list[Failure] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def pages_failed(self) -> int:
-        return len({(f.file, f.page) for f in self.failures})
-
-
-Progress = Callable[[str, PageResult | None], None]
-
-
-def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = None, config: Config | None = None,
-              debug_dir: Path | None = None, reprocess: bool = False, progress: Progress | None = None,
-              context: WorkerContext | None = None) -> BatchReport:
-    """Process every page of the inputs into the ledger. Raises only when nothing at all can be read."""
-    start = time.perf_counter()
-    report = BatchReport()
-    files, missing = expand_inputs(inputs)
-    report.failures.extend(Failure(m, None, "no such file or folder", "check the path") for m in missing)
-    report.files = len(files)
-    if not files:
-        raise NoInputError("no input file to process" + (f" ({', '.join(missing)} not found)" if missing else ""),
-                           hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
-    known = set() if reprocess else set(read_ledger(ledger)["page_sha256"])
-    if debug_dir:
-        try:
-            debug_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {debug_dir}: {exc.strerror or exc}") from exc
-    ctx = context or WorkerContext.build(template, config, debug=debug_dir is not None)
-    for item in files:
-        records: list[dict] = []
-        results = _process_file(item, ctx, known, report, debug_dir, progress, records)
-        if results:
-            summary = append_results(ledger, results, reprocess=reprocess)
-            report.rows_added += summary.rows_added
-            report.duplicates += summary.duplicates_marked
-        append_page_records(ledger, records)
-    if report.pages_done == 0 and report.pages_skipped == 0:
-        reasons = "; ".join(str(f) for f in report.failures[:5])
-        raise NoInputError(f"no readable page in the input ({reasons})",
-                           hint="check the files listed; scan the sheets again if they are damaged")
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def page_record(result: PageResult, status: str) -> dict:
-    """What the run keeps about a page: where it is, how its geometry went, what went wrong."""
-    q = result.quality
-    return {
-        "page_sha256": result.ref.page_sha256, "source_file": result.ref.source_file, "page": result.ref.page,
-        "status": status, "processed_at": utc_timestamp(), "sheet_page": result.sheet_page,
-        "rotation": q.rotation, "skew_deg": q.skew_deg, "lines_found": list(q.lines_found),
-        "rows_found": q.rows_found, "rows_expected": q.rows_expected,
-        "geometry_seconds": q.geometry_seconds, "seconds": q.seconds,
-        "issues": [{"code": i.code, "message": i.message} for i in result.issues],
-    }
-
-
-def _process_file(item: InputFile, ctx: WorkerContext, known: set[str], report: BatchReport,
-                  debug_dir: Path | None, progress: Progress | None, records: list[dict]) -> list[PageResult]:
-    results = []
-    try:
-        pages = iter_pages(item)
-        while True:
-            loading = time.perf_counter()
-            page = next(pages, None)
-            if page is None:
-                break
-            load_seconds = time.perf_counter() - loading
-            if page.ref.page_sha256 in known:
-                report.pages_skipped += 1
-                if progress:
-                    progress(f"{item.given_as}:{page.ref.page}", None)
-                continue
-            try:
-                result = process_page(page, ctx)
-            except PipelineError:
-                raise
-            except Exception as exc:  # one bad page never stops the batch
-                report.failures.append(Failure(item.given_as, page.ref.page, f"internal error: {exc!r}",
-                                               "please report it with the page"))
-                continue
-            if debug_dir and result.overlay_png:
-                (debug_dir / f"{Path(item.given_as).stem}-p{page.ref.page}-{page.ref.page_sha256[:8]}.png"
-                 ).write_bytes(result.overlay_png)
-            page_failed = [i for i in result.issues if i.code.startswith("page_")]
-            for issue in page_failed:
-                report.failures.append(Failure(item.given_as, page.ref.page, issue.message, issue.hint))
-            records.append({**page_record(result, "failed" if page_failed else "done"),
-                            "load_seconds": round(load_seconds, 3),
-                            "source_size": [int(page.pixels.shape[1]), int(page.pixels.shape[0])]})
-            if not page_failed:
-                report.pages_done += 1
-                report.flagged += sum(1 for r in result.rows if r.flags and not r.is_blank)
-                results.append(result)
-            if progress:
-                progress(f"{item.given_as}:{page.ref.page}", result)
-    except InputFileError as exc:
-        report.failures.append(Failure(item.given_as, exc.page, exc.message, exc.hint))
-    return results

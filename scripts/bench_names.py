@@ -142,7 +142,8 @@ class _NoPostal:
 
 
 def run_sheets(args: argparse.Namespace) -> dict:
-    from scan_pipeline.pipeline import WorkerContext, run_batch
+    from scan_pipeline.batch import run_batch
+    from scan_pipeline.pipeline import WorkerContext
     from scan_pipeline.synth import generate
     from scan_pipeline.template import load_template
 

@@ -11,6 +11,7 @@ packages=(
   # handwriting fonts for the sample generator
   fonts-dkg-handwriting fonts-breip fonts-humor-sans fonts-rufscript fonts-comic-neue fonts-dancingscript
   python3-venv
+  chromium                          # the tests render `process --report` in headless Chromium
 )
 if [[ "${1:-}" == "--with-libreoffice" ]]; then
   packages+=(libreoffice-calc-nogui)

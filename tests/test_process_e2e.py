@@ -151,12 +151,12 @@ def test_exit_10_when_some_pages_fail_and_the_rest_is_kept(tmp_path, scan_corpus
 
 
 def test_exit_130_when_interrupted(tmp_path, scan_corpus, monkeypatch):
-    import scan_pipeline.pipeline as pipeline
+    import scan_pipeline.batch as batch
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_batch", interrupted)
+    monkeypatch.setattr(batch, "run_batch", interrupted)
     result = CliRunner().invoke(app, ["process", str(scan_corpus), "--ledger", str(tmp_path / "l.csv")])
     assert result.exit_code == 130
 

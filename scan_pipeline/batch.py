@@ -1,0 +1,533 @@
+"""The batch: files to pages, pages to workers, results to the ledger in the order of the inputs.
+
+The parent alone reads the input files and writes the ledger; workers only run
+`pipeline.process_page`, each with its own costly context (Tesseract, models) built once. Pages are
+loaded as the workers need them, with a bounded number in flight, so memory does not grow with
+the batch. Results are written in input order whatever order the workers finish in, so N workers
+write the same ledger as one. The ledger is written every few seconds, whole pages only and
+atomically; an interrupted run restarted with the same command skips the pages already written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .config import Config, load_config
+from .errors import InputFileError, MissingDependencyError, NoInputError, OutputError, PipelineError
+from .ledger import append_page_records, append_results, read_ledger, sidecar_paths, utc_timestamp
+from .load import InputFile, count_pages, expand_inputs, iter_pages
+from .logs import configure_logging, page_context
+from .pipeline import WorkerContext, process_page
+from .records import PageImage, PageIssue, PageRef, PageResult
+from .report import thumbnail
+from .template import Template, load_template
+
+log = logging.getLogger(__name__)
+
+ExecutorName = Literal["local", "dask"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    file: str
+    page: int | None
+    reason: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = self.file if self.page is None else f"{self.file}:page {self.page}"
+        return f"{where}: {self.reason}" + (f" ({self.hint})" if self.hint else "")
+
+
+@dataclass(frozen=True)
+class PageSummary:
+    """What the run report shows of a page (never a name)."""
+
+    file: str
+    page: int
+    status: Literal["done", "failed"]
+    rows: int = 0
+    flagged: int = 0
+    reason: str = ""
+    overlay_png: bytes = b""
+
+
+@dataclass
+class BatchReport:
+    files: int = 0
+    pages_total: int = 0  # pages counted in the inputs before the run (0: unknown)
+    pages_done: int = 0
+    pages_skipped: int = 0
+    rows_added: int = 0
+    rows_read: int = 0  # non-blank rows read on the pages done
+    flagged: int = 0
+    duplicates: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    pages: list[PageSummary] = field(default_factory=list)
+    page_hashes: list[str] = field(default_factory=list)  # pages written by this run, for the report
+    seconds: float = 0.0
+    workers: int = 1
+    executor: str = "local"
+    interrupted: bool = False
+
+    @property
+    def pages_failed(self) -> int:
+        return len({(f.file, f.page) for f in self.failures})
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    where: str  # file:page just finished
+    report: BatchReport
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+# --- the worker side ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Everything a worker needs to build its context: small and picklable."""
+
+    template: Template
+    config: Config
+    overlay: bool = False  # draw the grid overlay of each page (debug dir, report)
+    log_level: int = logging.WARNING
+
+
+def limit_threads() -> None:
+    """One thread per worker in every engine: the workers are the parallelism."""
+    for var in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def build_context(setup: WorkerSetup) -> WorkerContext:
+    limit_threads()
+    return WorkerContext.build(setup.template, setup.config, debug=setup.overlay)
+
+
+def run_page(page: PageImage, ctx: WorkerContext) -> PageResult:
+    """`process_page`, with any unexpected error turned into a failed page (the batch goes on)."""
+    with page_context(f"{page.ref.source_file}:{page.ref.page}"):
+        try:
+            return process_page(page, ctx)
+        except Exception as exc:
+            log.debug("internal error", exc_info=True)
+            return PageResult(ref=page.ref, issues=(PageIssue(
+                "page_internal_error", f"internal error: {exc!r}", "please report it with the page"),))
+
+
+_WORKER_CTX: WorkerContext | None = None
+
+
+def _init_pool_worker(setup: WorkerSetup) -> None:
+    global _WORKER_CTX
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    configure_logging(setup.log_level)
+    _WORKER_CTX = build_context(setup)
+
+
+def _pool_task(page: PageImage) -> PageResult:
+    assert _WORKER_CTX is not None, "worker context not built"
+    return run_page(page, _WORKER_CTX)
+
+
+class PageExecutor(Protocol):
+    """Runs `run_page` somewhere; futures come back in any order."""
+
+    workers: int
+
+    def submit(self, page: PageImage) -> Future[PageResult]: ...
+
+    def restart(self) -> None: ...  # after a worker died: a fresh set of workers
+
+    def close(self, cancel: bool = False) -> None: ...
+
+
+class InlineExecutor:
+    """One worker: the parent itself (no process start-up, easiest to debug)."""
+
+    workers = 1
+
+    def __init__(self, setup: WorkerSetup, context: WorkerContext | None = None):
+        self.ctx = context or build_context(setup)
+
+    def submit(self, page: PageImage) -> Future[PageResult]:
+        future: Future[PageResult] = Future()
+        future.set_result(run_page(page, self.ctx))
+        return future
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+class PoolExecutor:
+    """N worker processes on this machine, each with its own context."""
+
+    def __init__(self, setup: WorkerSetup, workers: int):
+        self.setup = setup
+        self.workers = workers
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        # forkserver: workers start from a clean process (no parent threads such as the progress
+        # bar's), with the heavy imports done once in the server
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["scan_pipeline.batch"])
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_pool_worker,
+                                   initargs=(self.setup,))
+
+    def submit(self, page: PageImage) -> Future[PageResult]:
+        return self.pool.submit(_pool_task, page)
+
+    def restart(self) -> None:
+        self.close(cancel=True)
+        self.pool = self._start()
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for proc in list((self.pool._processes or {}).values()):  # no public way to stop busy workers
+                if proc.is_alive():
+                    proc.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def make_executor(name: ExecutorName, workers: int, setup: WorkerSetup, scheduler: str | None = None,
+                  context: WorkerContext | None = None) -> PageExecutor:
+    if name == "dask":
+        from .cluster import DaskExecutor
+
+        return DaskExecutor(setup, workers, scheduler)
+    if scheduler:
+        raise PipelineError("--scheduler needs --executor dask", hint="add --executor dask, or drop --scheduler")
+    if workers <= 1:
+        return InlineExecutor(setup, context)
+    return PoolExecutor(setup, workers)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# --- the parent side ----------------------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    """One item of the ordered stream: a page being processed, or a file/page that failed to load."""
+
+    where: str
+    ref: PageRef | None = None
+    page: PageImage | None = None  # kept until its result is consumed: a crashed worker's page is resent
+    future: Future[PageResult] | None = None
+    failure: Failure | None = None
+    load_seconds: float = 0.0
+    source_size: tuple[int, int] = (0, 0)
+
+
+class _Writer:
+    """Collects finished pages in input order and writes them to the ledger every few seconds."""
+
+    def __init__(self, ledger: Path, report: BatchReport, reprocess: bool, config: Config,
+                 flush_seconds: float, keep_overlays: bool, debug_dir: Path | None):
+        self.ledger, self.report, self.reprocess, self.config = ledger, report, reprocess, config
+        self.flush_seconds, self.keep_overlays, self.debug_dir = flush_seconds, keep_overlays, debug_dir
+        self.results: list[PageResult] = []
+        self.records: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.flush_cost = 0.0
+
+    def failed(self, failure: Failure) -> None:
+        self.report.failures.append(failure)
+        if failure.page is not None:
+            self.report.pages.append(PageSummary(failure.file, failure.page, "failed", reason=failure.reason))
+
+    def page(self, slot: _Slot, result: PageResult) -> None:
+        assert slot.ref is not None
+        page_failed = [i for i in result.issues if i.code.startswith("page_")]
+        for issue in page_failed:
+            self.report.failures.append(Failure(slot.ref.source_file, slot.ref.page, issue.message, issue.hint))
+        if self.debug_dir and result.overlay_png:
+            name = f"{Path(slot.ref.source_file).stem}-p{slot.ref.page}-{slot.ref.page_sha256[:8]}.png"
+            _write_output(self.debug_dir / name, result.overlay_png)
+        written = [r for r in result.rows if not r.is_blank]
+        flagged = sum(1 for r in written if r.flags)
+        self.report.pages.append(PageSummary(
+            slot.ref.source_file, slot.ref.page, "failed" if page_failed else "done", len(written), flagged,
+            "; ".join(i.message for i in page_failed), thumbnail(result.overlay_png) if self.keep_overlays else b""))
+        self.records.append({**page_record(result, "failed" if page_failed else "done"),
+                             "load_seconds": round(slot.load_seconds, 3), "source_size": list(slot.source_size)})
+        if not page_failed:
+            self.report.pages_done += 1
+            self.report.rows_read += len(written)
+            self.report.flagged += flagged
+            self.report.page_hashes.append(slot.ref.page_sha256)
+            # the ledger needs no overlay; drop it so buffered pages stay small
+            self.results.append(_without_overlay(result))
+
+    def due(self) -> bool:
+        waited = time.monotonic() - self.last_flush
+        # a big ledger takes seconds to rewrite: never spend more than ~1/10 of the run doing it
+        return bool(self.results or self.records) and waited >= max(self.flush_seconds, 10 * self.flush_cost)
+
+    def flush(self) -> None:
+        start = time.monotonic()
+        if self.results:
+            summary = append_results(self.ledger, self.results, reprocess=self.reprocess,
+                                     dedup_config=self.config.dedup)
+            self.report.rows_added += summary.rows_added
+            self.report.duplicates += summary.duplicates_marked
+        # after the ledger: a page marked done here is always in the ledger (see pages_already_done)
+        append_page_records(self.ledger, self.records)
+        self.results, self.records = [], []
+        self.last_flush = time.monotonic()
+        self.flush_cost = self.last_flush - start
+
+
+def _without_overlay(result: PageResult) -> PageResult:
+    from dataclasses import replace
+
+    return replace(result, overlay_png=b"") if result.overlay_png else result
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check that the folder is writable and the disk not full") from exc
+
+
+def page_record(result: PageResult, status: str) -> dict:
+    """What the run keeps about a page: where it is, how its geometry went, what went wrong."""
+    q = result.quality
+    return {
+        "page_sha256": result.ref.page_sha256, "source_file": result.ref.source_file, "page": result.ref.page,
+        "status": status, "processed_at": utc_timestamp(), "sheet_page": result.sheet_page,
+        "rotation": q.rotation, "skew_deg": q.skew_deg, "lines_found": list(q.lines_found),
+        "rows_found": q.rows_found, "rows_expected": q.rows_expected,
+        "geometry_seconds": q.geometry_seconds, "seconds": q.seconds,
+        "issues": [{"code": i.code, "message": i.message} for i in result.issues],
+    }
+
+
+def read_page_records(ledger: Path) -> list[dict[str, Any]]:
+    """The records of L.pages.jsonl; a line cut short by a crash is ignored."""
+    path = sidecar_paths(ledger).pages
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}", hint="check its permissions") from exc
+    records = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records
+
+
+def pages_already_done(ledger: Path) -> set[str]:
+    """Pages a restarted run skips: those with rows in the ledger, and those recorded done without
+    rows (a sheet page left blank). Failed pages are tried again."""
+    done = set(read_ledger(ledger)["page_sha256"])
+    done.update(r["page_sha256"] for r in read_page_records(ledger)
+                if r.get("status") == "done" and r.get("page_sha256"))
+    return done
+
+
+def _stream(files: list[InputFile], known: set[str], report: BatchReport) -> Iterator[_Slot]:
+    """Every page of every file, in order, loaded lazily; load failures come as slots too."""
+    for item in files:
+        pages = iter_pages(item)
+        while True:
+            start = time.perf_counter()
+            try:
+                page = next(pages, None)
+            except InputFileError as exc:
+                yield _Slot(exc.where or item.given_as, failure=Failure(item.given_as, exc.page, exc.message,
+                                                                        exc.hint))
+                break
+            except PipelineError:
+                raise  # not about this file (a missing program): the batch cannot go on
+            except Exception as exc:  # a reader library's own failure: this file only
+                log.debug("%s: cannot read", item.given_as, exc_info=True)
+                yield _Slot(item.given_as, failure=Failure(item.given_as, None, f"cannot read the file ({exc!r})",
+                                                           "open it in a viewer; scan the sheet again"))
+                break
+            if page is None:
+                break
+            where = f"{item.given_as}:{page.ref.page}"
+            if page.ref.page_sha256 in known:
+                report.pages_skipped += 1
+                continue
+            yield _Slot(where, ref=page.ref, page=page, load_seconds=time.perf_counter() - start,
+                        source_size=(int(page.pixels.shape[1]), int(page.pixels.shape[0])))
+
+
+def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = None, config: Config | None = None,
+              debug_dir: Path | None = None, reprocess: bool = False, progress: Progress | None = None,
+              context: WorkerContext | None = None, workers: int = 1, executor: ExecutorName = "local",
+              scheduler: str | None = None, keep_overlays: bool = False,
+              log_level: int | None = None) -> BatchReport:
+    """Process every page of the inputs into the ledger. Raises only when nothing at all can be read.
+
+    On Ctrl-C (KeyboardInterrupt) the pages finished so far are written, `report.interrupted` is
+    set, and KeyboardInterrupt is raised again with the report as its argument.
+    """
+    start = time.perf_counter()
+    template = template or load_template()
+    config = config or load_config()
+    report = BatchReport(workers=max(1, workers), executor=executor)
+    files, missing = expand_inputs(inputs)
+    report.failures.extend(Failure(m, None, "no such file or folder", "check the path") for m in missing)
+    report.files = len(files)
+    if not files:
+        raise NoInputError("no input file to process" + (f" ({', '.join(missing)} not found)" if missing else ""),
+                           hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
+    known = set() if reprocess else pages_already_done(ledger)
+    if debug_dir:
+        try:
+            debug_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {debug_dir}: {exc.strerror or exc}") from exc
+    report.pages_total = sum(count_pages(f) for f in files)
+    setup = WorkerSetup(template, config, overlay=bool(debug_dir) or keep_overlays,
+                        log_level=logging.getLogger().getEffectiveLevel() if log_level is None else log_level)
+    writer = _Writer(ledger, report, reprocess, config, config.batch.flush_seconds, keep_overlays, debug_dir)
+    pool = make_executor(executor, report.workers, setup, scheduler, context)
+    try:
+        _drive(pool, _stream(files, known, report), writer, progress,
+               in_flight=max(2, int(config.batch.pages_in_flight_per_worker * pool.workers)))
+    except KeyboardInterrupt:
+        report.interrupted = True
+        pool.close(cancel=True)
+        writer.flush()
+        report.seconds = time.perf_counter() - start
+        raise KeyboardInterrupt(report) from None
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close()
+    writer.flush()
+    if report.pages_done == 0 and report.pages_skipped == 0 and not any(p.status == "done" for p in report.pages):
+        reasons = "; ".join(str(f) for f in report.failures[:5])
+        raise NoInputError(f"no readable page in the input ({reasons})",
+                           hint="check the files listed; scan the sheets again if they are damaged")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _drive(pool: PageExecutor, stream: Iterator[_Slot], writer: _Writer, progress: Progress | None,
+           in_flight: int) -> None:
+    """Keep up to `in_flight` pages submitted; consume results in input order."""
+    window: deque[_Slot] = deque()
+    try:
+        _fill_and_consume(pool, stream, writer, progress, in_flight, window)
+    except KeyboardInterrupt:
+        # keep what is already finished at the head of the queue: it is written before stopping
+        while window and window[0].future is not None and window[0].future.done():
+            head = window.popleft()
+            try:
+                writer.page(head, head.future.result())
+            except Exception:
+                break
+        raise
+
+
+def _fill_and_consume(pool: PageExecutor, stream: Iterator[_Slot], writer: _Writer, progress: Progress | None,
+                      in_flight: int, window: deque[_Slot]) -> None:
+    exhausted = False
+    while True:
+        while not exhausted and sum(1 for s in window if s.future is not None) < in_flight:
+            slot = next(stream, None)
+            if slot is None:
+                exhausted = True
+                break
+            if slot.page is not None:
+                slot.future = pool.submit(slot.page)
+            window.append(slot)
+        if not window:
+            return
+        head = window[0]
+        if head.future is not None:
+            try:
+                result = head.future.result()
+            except BrokenProcessPool:
+                _recover(pool, window, writer)
+                continue
+            writer.page(head, result)
+        else:
+            assert head.failure is not None
+            writer.failed(head.failure)
+        window.popleft()
+        head.page = None
+        if writer.due():
+            writer.flush()
+        if progress:
+            progress(ProgressEvent(head.where, writer.report))
+
+
+def _recover(pool: PageExecutor, window: deque[_Slot], writer: _Writer) -> None:
+    """A worker died (a crash in an engine, out of memory): find the page that did it, go on.
+
+    The pages in flight are resent one at a time on fresh workers; the one that kills its worker
+    again is reported as failed, the others go on as normal.
+    """
+    log.warning("a worker stopped unexpectedly; retrying its pages one at a time")
+    pool.restart()
+    for slot in list(window):
+        if slot.page is None:
+            continue
+        if slot.future is not None and slot.future.done() and not isinstance(slot.future.exception(),
+                                                                             BrokenProcessPool):
+            continue  # finished before the crash
+        try:
+            slot.future = pool.submit(slot.page)
+            slot.future.result()
+        except BrokenProcessPool:
+            pool.restart()
+            failed: Future[PageResult] = Future()
+            failed.set_result(PageResult(ref=slot.page.ref, issues=(PageIssue(
+                "page_crashed", "reading this page stopped its worker process twice (a crash or out of memory)",
+                "scan the page again at 300 dpi; if it happens again, please report it with the page"),)))
+            slot.future = failed
+
+
+def check_executor(name: str) -> ExecutorName:
+    if name not in ("local", "dask"):
+        raise PipelineError(f"unknown executor {name!r}", hint="use --executor local or --executor dask")
+    if name == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError(
+                "--executor dask needs the dask extra, which is not installed",
+                hint="pip install 'scan-pipeline[dask]' (or run `make install`)") from None
+    return name  # type: ignore[return-value]
