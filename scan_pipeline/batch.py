@@ -135,9 +135,27 @@ def run_page(page: PageImage, ctx: WorkerContext) -> PageResult:
 _WORKER_CTX: WorkerContext | None = None
 
 
-def _init_pool_worker(setup: WorkerSetup) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop this worker when the parent is gone (kill -9): a pool worker would otherwise wait forever."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user (pid reused): keep going
+                pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_pool_worker(setup: WorkerSetup, parent_pid: int) -> None:
     global _WORKER_CTX
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _exit_with_parent(parent_pid)
     configure_logging(setup.log_level)
     _WORKER_CTX = build_context(setup)
 
@@ -195,7 +213,7 @@ class PoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["scan_pipeline.batch"])
         return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_pool_worker,
-                                   initargs=(self.setup,))
+                                   initargs=(self.setup, os.getpid()))
 
     def submit(self, page: PageImage) -> Future[PageResult]:
         return self.pool.submit(_pool_task, page)

@@ -6,6 +6,7 @@ which fakes the executor to make a worker die on one chosen page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,6 +77,20 @@ def _wait_for_pages(ledger: Path, proc: subprocess.Popen, count: int, timeout: f
     raise AssertionError("no page was written in time")
 
 
+def _descendants(pid: int) -> list[int]:
+    children = [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                               text=True).stdout.split()]
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_killed_run_restarted_with_the_same_command_ends_with_the_same_ledger(
         scan_corpus, serial_ledger, tmp_path, flush_each_page):
     ledger = tmp_path / "l.csv"
@@ -84,9 +99,17 @@ def test_a_killed_run_restarted_with_the_same_command_ends_with_the_same_ledger(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for_pages(ledger, proc, 1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers at once, as a power cut would
+        family = _descendants(proc.pid)
+        assert len(family) >= 2  # the workers
+        proc.kill()  # kill -9 of the command alone: its workers must not run on without it
         proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in family), "workers outlived the killed command"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     partial = ledger_rows(ledger)
     assert 0 < partial["page_sha256"].nunique() < 4  # whole pages only, and not all of them
     assert partial.groupby("page_sha256").size().min() >= 5  # no page is in the ledger by halves
