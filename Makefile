@@ -34,6 +34,7 @@ test: install
 bench: install
 	$(PY) scripts/bench.py --sheets 20
 	$(PY) scripts/bench_postal.py --out bench-postal.json
+	$(PY) scripts/bench_batch.py --pages 100 --small 10 --out bench-batch.json
 
 # Ledger merge + dedup at campaign scale (1,000,000 rows; ROWS=100000 for a quick run).
 ROWS ?= 1000000

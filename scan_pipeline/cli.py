@@ -266,6 +266,9 @@ def samples_generate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 1,
     modes: Annotated[str, typer.Option(help="Comma-separated: scan,gray,bilevel,photo.")] = ",".join(MODES),
     formats: Annotated[str, typer.Option(help="Comma-separated: pdf,png,jpg,tiff.")] = ",".join(FORMATS),
+    dpi: Annotated[int | None, typer.Option(
+        min=100, max=600, help="Scan resolution of every sheet but photos [default: 150-300, varied]",
+        show_default=False)] = None,
     template: TemplateOpt = None,
 ) -> None:
     """Render filled sheets (invented people) and OUT_DIR/truth.json, for tests and benchmarks."""
@@ -274,7 +277,7 @@ def samples_generate(
 
     chosen_modes = _choices(modes, MODES, "--modes")
     chosen_formats = _choices(formats, FORMATS, "--formats")
-    truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats)
+    truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats, dpi=dpi)
     pages = sum(len(f["pages"]) for f in truth["files"])
     err.print(f"wrote {len(truth['files'])} file(s), {pages} page(s) and truth.json to {out_dir}")
 

@@ -469,8 +469,11 @@ def people_from(postal_codes: tuple[str, ...], rng: np.random.Generator) -> _Peo
 
 def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple[str, ...] = MODES,
              formats: tuple[str, ...] = FORMATS, postal_codes: tuple[str, ...] | None = None,
-             progress: Any = None) -> dict[str, Any]:
-    """Write `sheets` filled sheets into `out` and `out/truth.json`; return the truth."""
+             progress: Any = None, dpi: int | None = None) -> dict[str, Any]:
+    """Write `sheets` filled sheets into `out` and `out/truth.json`; return the truth.
+
+    dpi fixes the scan resolution of every sheet but photos (default: 150 to 300 dpi, varied).
+    """
     if postal_codes is None:
         from .postal import load_postal_list
         postal_codes = tuple(load_postal_list().codes)
@@ -488,9 +491,11 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
         mode = modes[s % len(modes)]
         fmt = formats[(s % len(modes) + s // len(modes)) % len(formats)]  # every mode meets every format
         style = _style(rng, template)
-        dpi = _dpi_for(mode, rng)
+        sheet_dpi = _dpi_for(mode, rng)
+        if dpi and mode != "photo":
+            sheet_dpi = dpi
         fill_to = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))
-        pages = [make_page(template, p.page, mode, rng, people, style, dpi,
+        pages = [make_page(template, p.page, mode, rng, people, style, sheet_dpi,
                            fill_to if p.page == len(template.pages) else 1.0) for p in template.pages]
         if rng.random() < 0.3:
             pages.reverse()  # pages come in any order: the pipeline tells them by their row numbers
@@ -501,7 +506,7 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
             groups = [(f"sheet-{s + 1:03d}-{t:06x}.{fmt}", [pg]) for t, pg in zip(token, pages)]
         for name, group in groups:
             path = out / name
-            image_dpi = group[0][0].width / (template.paper_mm[0] / 25.4) if mode == "photo" else dpi
+            image_dpi = group[0][0].width / (template.paper_mm[0] / 25.4) if mode == "photo" else sheet_dpi
             try:
                 _save([im for im, _ in group], path, fmt, image_dpi)
             except OSError as exc:

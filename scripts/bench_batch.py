@@ -1,0 +1,205 @@
+"""Batch throughput: pages per minute on all cores, memory per worker, and scaling with batch size.
+
+    python scripts/bench_batch.py [--pages 100] [--small 10] [--workers 2] [--dpi 300] [--seed 7]
+                                  [--executors local] [--tesseract-pages 8] [--work build/bench-batch]
+                                  [--out bench-batch.json]
+
+1. Generates a corpus of --pages pages (--pages/2 sheets, every mode and format, scans at --dpi) and
+   a --small-page subset of it.
+2. Times the whole command `scan-pipeline process CORPUS --ledger L --workers N --executor E -q` on
+   each (wall clock, start-up included), sampling every process of the command in /proc four times
+   a second for its peak resident memory.
+3. Times a plain `tesseract PAGE - -l fra` on --tesseract-pages of the same pages (converted to PNG
+   first, untimed), N at a time with one OpenMP thread each, the best plain Tesseract can do with the
+   same cores: the ratio of the pipeline's wall time per page to it hardly depends on the machine.
+
+Prints a table and writes --out (JSON). Exit code 0 whatever the figures; non-zero when a command
+fails to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import page_png  # noqa: E402  (a sibling script)
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent / "scan-pipeline"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def _rss_kib(pid: int) -> tuple[int, str]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        return int(fields.get("VmHWM", "0 kB").split()[0]), cmd
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def timed_command(cmd: list[str], log: Path) -> dict[str, Any]:
+    """Run a command; its wall seconds, exit code, and the peak memory of each of its processes."""
+    peaks: dict[int, tuple[int, str]] = {}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for pid in _tree(proc.pid):
+                    kib, name = _rss_kib(pid)
+                    if kib and kib >= peaks.get(pid, (0, ""))[0]:
+                        peaks[pid] = (kib, name)
+                done.wait(0.25)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = proc.wait()
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - start
+    parent = peaks.pop(proc.pid, (0, ""))[0]
+    workers = [kib for kib, name in peaks.values() if "forkserver" in name or "dask" in name or "spawn" in name]
+    return {"exit_code": code, "seconds": round(seconds, 2), "parent_peak_mib": round(parent / 1024, 1),
+            "worker_peak_mib": round(max(workers) / 1024, 1) if workers else None,
+            "processes": len(peaks) + 1}
+
+
+def count_pages(truth: dict[str, Any], files: list[str] | None = None) -> int:
+    return sum(len(f["pages"]) for f in truth["files"] if files is None or f["file"] in files)
+
+
+def make_corpus(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[str, Any]]:
+    big = work / "corpus"
+    truth_path = big / "truth.json"
+    sheets = max(1, args.pages // 2)
+    fresh = not (args.keep and truth_path.exists())
+    if fresh:
+        shutil.rmtree(big, ignore_errors=True)
+        cmd = [str(BIN), "samples", "generate", str(big), "--sheets", str(sheets), "--seed", str(args.seed),
+               "--dpi", str(args.dpi)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    small = work / "small"
+    shutil.rmtree(small, ignore_errors=True)
+    small.mkdir(parents=True)
+    n = 0
+    for f in truth["files"]:
+        if n >= args.small:
+            break
+        shutil.copy(big / f["file"], small / f["file"])
+        n += len(f["pages"])
+    return big, small, truth
+
+
+def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path, pages: int, parallel: int) -> dict[str, Any]:
+    """Wall seconds per page of plain `tesseract PAGE - -l fra`, `parallel` at a time, one thread each."""
+    pngs = []
+    for f in truth["files"]:
+        for p in f["pages"]:
+            if len(pngs) < pages:
+                target = work / "tesseract" / f"{Path(f['file']).stem}-p{p['page']}.png"
+                pngs.append(page_png(corpus / f["file"], p["page"], target))
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+    def one(png: Path) -> int:
+        return subprocess.run(["tesseract", str(png), "-", "-l", "fra"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, timeout=900).returncode
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        codes = list(pool.map(one, pngs))
+    seconds = time.perf_counter() - start
+    return {"pages": len(pngs), "parallel": parallel, "seconds": round(seconds, 2),
+            "seconds_per_page": seconds / len(pngs) if pngs else None, "failed": sum(1 for c in codes if c),
+            "command": f"OMP_THREAD_LIMIT=1 tesseract PAGE.png - -l fra   ({parallel} at a time)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pages", type=int, default=100, help="pages in the big corpus (default 100)")
+    ap.add_argument("--small", type=int, default=10, help="pages in the small corpus (default 10)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="workers (default: the cores)")
+    ap.add_argument("--dpi", type=int, default=300, help="scan resolution of the corpus (default 300)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--executors", default="local", help="comma-separated: local,dask (default local)")
+    ap.add_argument("--tesseract-pages", type=int, default=8)
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench-batch")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-batch.json")
+    ap.add_argument("--keep", action="store_true", help="reuse the corpus of an earlier run")
+    args = ap.parse_args(argv)
+
+    work = args.work
+    big, small, truth = make_corpus(args, work)
+    small_truth_files = [p.name for p in small.iterdir()]
+    sizes = {"small": (small, count_pages(truth, small_truth_files)), "big": (big, count_pages(truth))}
+    runs: dict[str, Any] = {}
+    for executor in [e.strip() for e in args.executors.split(",") if e.strip()]:
+        for label, (corpus, pages) in sizes.items():
+            ledger = work / f"{executor}-{label}" / "ledger.csv"
+            shutil.rmtree(ledger.parent, ignore_errors=True)
+            cmd = [str(BIN), "process", str(corpus), "--ledger", str(ledger), "--workers", str(args.workers),
+                   "--executor", executor, "-q"]
+            got = timed_command(cmd, ledger.parent / "process.log")
+            if got["exit_code"] not in (0, 10):
+                print(f"{' '.join(cmd)} failed with exit code {got['exit_code']}; see {ledger.parent}/process.log")
+                return 1
+            got.update(pages=pages, seconds_per_page=round(got["seconds"] / pages, 3),
+                       pages_per_min=round(pages / got["seconds"] * 60, 1), command=" ".join(cmd))
+            runs[f"{executor}/{label}"] = got
+    tess = time_tesseract(truth, big, work, args.tesseract_pages, args.workers)
+
+    print(f"\nbatch benchmark: {sizes['big'][1]} pages at {args.dpi} dpi (scans; photos ~100-145 dpi), "
+          f"{args.workers} workers, {os.cpu_count()} cores\n")
+    print(f"{'run':<14}{'pages':>6}{'seconds':>9}{'s/page':>8}{'pages/min':>10}{'parent MiB':>11}"
+          f"{'worker MiB':>11}{'x tesseract':>12}")
+    for key, r in runs.items():
+        ratio = r["seconds_per_page"] / tess["seconds_per_page"] if tess["seconds_per_page"] else None
+        r["ratio_to_tesseract"] = round(ratio, 3) if ratio else None
+        print(f"{key:<14}{r['pages']:>6}{r['seconds']:>9.1f}{r['seconds_per_page']:>8.2f}{r['pages_per_min']:>10.1f}"
+              f"{r['parent_peak_mib']:>11.0f}{(r['worker_peak_mib'] or 0):>11.0f}"
+              f"{(ratio or float('nan')):>12.2f}")
+    print(f"\nplain tesseract: {tess['seconds_per_page']:.2f} s/page wall ({tess['command']}, "
+          f"{tess['pages']} pages)")
+    payload = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "args": {k: str(v) for k, v in
+                                                                                vars(args).items()},
+               "runs": runs, "tesseract": tess, "cores": os.cpu_count()}
+    args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
