@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	bash scripts/install_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,chart]'
+	$(PY) -m pip install -q -e '.[dev,chart,dask]'
 	$(PY) -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 

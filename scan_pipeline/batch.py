@@ -538,9 +538,12 @@ def _recover(pool: PageExecutor, window: deque[_Slot], writer: _Writer) -> None:
             slot.future = failed
 
 
-def check_executor(name: str) -> ExecutorName:
+def check_executor(name: str, scheduler: str | None = None) -> ExecutorName:
+    """The executor asked for, once it is known to be usable (before any input is read)."""
     if name not in ("local", "dask"):
         raise PipelineError(f"unknown executor {name!r}", hint="use --executor local or --executor dask")
+    if scheduler and name != "dask":
+        raise PipelineError("--scheduler needs --executor dask", hint="add --executor dask, or drop --scheduler")
     if name == "dask":
         try:
             import distributed  # noqa: F401

@@ -63,7 +63,7 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)  # a path may hold [brackets]
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             err.print("interrupted: the ledger holds every file finished before the interruption")
@@ -134,7 +134,7 @@ def process(
 
     tpl = load_template(template)
     cfg = load_config(config)
-    chosen = check_executor(executor)
+    chosen = check_executor(executor, scheduler)
     n_workers = workers or default_workers()
     # `kill` (SIGTERM) stops like Ctrl-C: finished pages are written first
     signal.signal(signal.SIGTERM, signal.default_int_handler)

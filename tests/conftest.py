@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scan_pipeline.synth import generate
@@ -35,6 +37,29 @@ def mixed_corpus(tmp_path_factory, template) -> Path:
     generate(out, template, sheets=4, seed=5, modes=("scan", "gray", "bilevel", "photo"),
              formats=("png", "jpg", "tiff", "pdf"))
     return out
+
+
+@pytest.fixture(scope="session")
+def serial_ledger(scan_corpus, tmp_path_factory) -> Path:
+    """The scan corpus processed by one worker: what every other way of running must reproduce."""
+    ledger = tmp_path_factory.mktemp("serial") / "l.csv"
+    result = run("process", str(scan_corpus), "--ledger", str(ledger), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    return ledger
+
+
+def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The real command, in a subprocess."""
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def ledger_rows(path: Path) -> pd.DataFrame:
+    """A ledger's rows, checked against the schema, without the columns that hold the time of the run."""
+    from scan_pipeline.ledger import validate_ledger_frame
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert validate_ledger_frame(df) == []
+    return df.drop(columns=["processed_at", "reviewed_at"])
 
 
 def load_truth(corpus: Path) -> dict:

@@ -22,31 +22,10 @@ import pytest
 
 from scan_pipeline.batch import BatchReport, _drive, _Slot, _Writer
 from scan_pipeline.config import load_config
-from scan_pipeline.ledger import validate_ledger_frame
 from scan_pipeline.records import PageImage, PageRef, PageResult
 
 from .bad_inputs import make_corpus
-from .conftest import SCRIPT, load_truth
-
-STAMPS = ["processed_at", "reviewed_at"]
-
-
-def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def ledger_rows(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert validate_ledger_frame(df) == []
-    return df.drop(columns=STAMPS)
-
-
-@pytest.fixture(scope="module")
-def serial_ledger(scan_corpus, tmp_path_factory) -> Path:
-    ledger = tmp_path_factory.mktemp("serial") / "l.csv"
-    result = run("process", str(scan_corpus), "--ledger", str(ledger), "--workers", "1")
-    assert result.returncode == 0, result.stderr
-    return ledger
+from .conftest import SCRIPT, ledger_rows, load_truth, run
 
 
 @pytest.fixture()

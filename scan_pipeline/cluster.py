@@ -1,0 +1,146 @@
+"""The page stage on a Dask cluster (`process --executor dask [--scheduler tcp://HOST:PORT]`).
+
+The parent reads the files and sends each page's pixels, PNG-compressed, so workers need no shared
+filesystem; each worker builds its context (Tesseract, models) once, in a worker plugin; results
+come back as they finish and the parent alone writes the ledger, exactly as with the local pool
+(`batch.py`). Dask reschedules the task of a worker lost mid-page on another worker; the parent
+consumes each page's result once, so a page is never lost nor written twice.
+
+Needs the `dask` extra: `pip install 'scan-pipeline[dask]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .batch import WorkerSetup, build_context, run_page
+from .errors import MissingDependencyError, PipelineError
+from .pipeline import WorkerContext
+from .records import PageImage, PageIssue, PageRef, PageResult
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "scan-pipeline-context"
+
+
+@dataclass(frozen=True)
+class PackedPage:
+    """A page as it travels to a worker: its pixels as a PNG (lossless, a fraction of the raw size)."""
+
+    ref: PageRef
+    png: bytes
+    dpi: float
+
+    @classmethod
+    def pack(cls, page: PageImage) -> PackedPage:
+        pixels = cv2.cvtColor(page.pixels, cv2.COLOR_RGB2BGR) if page.pixels.ndim == 3 else page.pixels
+        ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast, most of the gain
+        if not ok:
+            raise PipelineError(f"cannot encode page {page.ref.page} of {page.ref.source_file} to send it")
+        return cls(page.ref, buf.tobytes(), page.dpi)
+
+    def unpack(self) -> PageImage:
+        pixels = cv2.imdecode(np.frombuffer(self.png, np.uint8), cv2.IMREAD_UNCHANGED)
+        if pixels.ndim == 3:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)  # PageImage colour pages are RGB
+        return PageImage(self.ref, pixels, self.dpi)
+
+
+_CONTEXT: WorkerContext | None = None  # this worker's context, built once
+
+
+def _context_plugin(setup: WorkerSetup) -> Any:
+    """A Dask worker plugin that builds the context when the worker starts, not on its first page."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ContextPlugin(WorkerPlugin):
+        name = PLUGIN_NAME
+
+        def __init__(self, worker_setup: WorkerSetup):
+            self.worker_setup = worker_setup
+
+        def setup(self, worker: Any) -> None:
+            _build_once(self.worker_setup)
+
+    return ContextPlugin(setup)
+
+
+def _build_once(setup: WorkerSetup) -> WorkerContext:
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = build_context(setup)
+    return _CONTEXT
+
+
+def _dask_task(packed: PackedPage, setup: WorkerSetup) -> PageResult:
+    return run_page(packed.unpack(), _build_once(setup))
+
+
+def _crashed(ref: PageRef, why: str) -> PageResult:
+    return PageResult(ref=ref, issues=(PageIssue(
+        "page_crashed", f"reading this page failed on the cluster ({why})",
+        "scan the page again at 300 dpi; if it happens again, please report it with the page"),))
+
+
+class DaskExecutor:
+    """Runs pages on a Dask cluster: a LocalCluster of `workers` processes, or the one at `scheduler`."""
+
+    def __init__(self, setup: WorkerSetup, workers: int, scheduler: str | None = None):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise MissingDependencyError("--executor dask needs the dask extra, which is not installed",
+                                         hint="pip install 'scan-pipeline[dask]' (or run `make install`)") from None
+        self.setup = setup
+        self.cluster = None
+        if not log.isEnabledFor(logging.DEBUG):  # Dask's INFO chatter is for --verbose only
+            for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
+                         "distributed.worker", "distributed.http.proxy"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            if scheduler:
+                self.client = Client(scheduler, timeout="20s")
+            else:
+                # loopback only, no dashboard: nothing listens beyond this machine
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                            scheduler_kwargs={"dashboard": False})
+                self.client = Client(self.cluster)
+        except OSError as exc:
+            raise PipelineError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {exc}",
+                                hint="start it with `dask scheduler` and check the address and port") from exc
+        self.client.register_plugin(_context_plugin(setup), name=PLUGIN_NAME)
+        # the number of pages kept in flight follows the cluster's size
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
+        self._setup_future = self.client.scatter(setup, broadcast=True)
+
+    def submit(self, page: PageImage) -> Future[PageResult]:
+        packed = PackedPage.pack(page)
+        remote = self.client.submit(_dask_task, packed, self._setup_future, pure=False)
+        local: Future[PageResult] = Future()
+
+        def done(fut: Any) -> None:
+            try:
+                local.set_result(fut.result())
+            except Exception as exc:  # KilledWorker (the page killed 3 workers), a lost scheduler...
+                local.set_result(_crashed(page.ref, type(exc).__name__))
+
+        remote.add_done_callback(done)
+        local.remote = remote  # type: ignore[attr-defined]  # keeps the Dask future alive until consumed
+        return local
+
+    def restart(self) -> None:
+        pass  # Dask replaces lost workers and reschedules their tasks itself
+
+    def close(self, cancel: bool = False) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()

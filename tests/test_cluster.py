@@ -1,0 +1,97 @@
+"""The Dask executor: the same ledger as the local pool, a killed worker loses no page, a clear
+error without the extra. On loopback only (a LocalCluster bound to 127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scan_pipeline.cluster import PackedPage
+from scan_pipeline.records import PageImage, PageRef
+
+from .conftest import SCRIPT, ledger_rows, run
+
+
+def test_a_packed_page_unpacks_to_the_same_pixels_and_is_smaller():
+    rng = np.random.default_rng(0)
+    gray = np.full((1200, 900), 255, np.uint8)
+    gray[300:900:40, 100:800] = rng.integers(0, 80, (15, 700), dtype=np.uint8)
+    rgb = np.dstack([gray, gray // 2, 255 - gray])
+    for pixels in (gray, rgb):
+        packed = PackedPage.pack(PageImage(PageRef("a.png", 1, "0" * 64), pixels, 300.0))
+        back = packed.unpack()
+        assert np.array_equal(back.pixels, pixels) and back.dpi == 300.0 and back.ref.page == 1
+        assert len(packed.png) < pixels.nbytes / 5
+
+
+def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus, serial_ledger, tmp_path):
+    ledger = tmp_path / "l.csv"
+    result = run("process", str(scan_corpus), "--ledger", str(ledger), "--executor", "dask", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "2 dask worker(s)" in result.stderr
+    assert "INFO" not in result.stderr  # Dask's chatter only with --verbose
+    pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
+
+
+def _dask_workers(pid: int) -> list[int]:
+    """The worker processes of a LocalCluster started by `pid` (its nannies run inside it)."""
+    out = []
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmd:
+                out.append(int(child))
+    return out
+
+
+def test_a_worker_killed_mid_run_loses_no_page_and_writes_none_twice(scan_corpus, serial_ledger, tmp_path):
+    config = tmp_path / "flush.toml"
+    config.write_text("[batch]\nflush_seconds = 0\n", encoding="utf-8")
+    ledger = tmp_path / "l.csv"
+    proc = subprocess.Popen([str(SCRIPT), "process", str(scan_corpus), "--ledger", str(ledger), "--executor", "dask",
+                             "--workers", "2", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pages = ledger.with_suffix(".pages.jsonl")
+        deadline = time.monotonic() + 300
+        while not (pages.exists() and pages.read_text(encoding="utf-8").strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no page was written"
+            time.sleep(0.05)
+        workers = _dask_workers(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)  # mid-run: the other pages are in flight
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    records = [json.loads(line) for line in pages.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == len({r["page_sha256"] for r in records}) == 4  # every page once
+    pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
+
+
+def test_executor_dask_without_the_extra_exits_5_and_says_how_to_install(scan_corpus, tmp_path):
+    fake = tmp_path / "site" / "distributed"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named distributed')\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([str(SCRIPT), "process", str(scan_corpus), "--ledger", str(tmp_path / "l.csv"),
+                             "--executor", "dask"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 5, result.stderr
+    assert "pip install 'scan-pipeline[dask]'" in result.stderr
+    assert not (tmp_path / "l.csv").exists()
+
+
+def test_scheduler_without_executor_dask_is_a_usage_error(scan_corpus, tmp_path):
+    result = run("process", str(scan_corpus), "--ledger", str(tmp_path / "l.csv"),
+                 "--scheduler", "tcp://127.0.0.1:1")
+    assert result.returncode == 2, result.stderr
+    assert "--executor dask" in result.stderr
