@@ -38,7 +38,8 @@ th{background:#f4f4f4}.figures td:first-child{color:#555}.figures td:last-child{
 .bad{color:#b00020}.ok{color:#1b7a1b}.pages{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;border:1px solid #ddd;padding:4px;width:min-content}figure img{height:240px;display:block}
 figcaption{font-size:.8em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:200px}
-.failed{border-color:#b00020}.note{color:#666;font-size:.9em}
+.failed{border-color:#b00020}.note{color:#666;font-size:.9em}.chart{max-width:100%;height:auto}
+details{margin:.5em 0}summary{cursor:pointer;color:#3b6ea8}
 """
 
 
@@ -73,12 +74,14 @@ def _chart(rows: pd.DataFrame) -> str:
             chart = ("<p class='note'>The chart needs matplotlib (<code>pip install 'scan-pipeline[chart]'</code>); "
                      "the counts are in the table below.</p>")
         else:
-            chart = f"<img alt='unique signers by département' src='{_data_uri(target.read_bytes(), 'image/png')}'>"
+            chart = (f"<img class='chart' alt='unique signers by département' "
+                     f"src='{_data_uri(target.read_bytes(), 'image/png')}'>")
     table = "".join(f"<tr><td>{_e(dep)}</td><td>{v['signatures']}</td><td>{v['unique_signers']}</td>"
                     f"<td>{v['duplicates']}</td></tr>"
                     for dep, v in sorted(stats["by_departement"].items(), key=lambda kv: -kv[1]["unique_signers"]))
-    return (chart + "<table><tr><th>département</th><th>signatures</th><th>unique signers</th><th>duplicates</th>"
-            f"</tr>{table}</table>")
+    return (chart + f"<details><summary>the counts by département ({len(stats['by_departement'])})</summary>"
+            "<table><tr><th>département</th><th>signatures</th><th>unique signers</th><th>duplicates</th>"
+            f"</tr>{table}</table></details>")
 
 
 def _figures(report: BatchReport) -> str:
@@ -123,7 +126,7 @@ def _flagged(rows: pd.DataFrame) -> str:
         return "<p class='ok'>No row of this run needs review.</p>"
     shown = flagged.head(MAX_FLAGGED_SHOWN)
     body = "".join(
-        f"<tr><td>{_e(r.signature_id[:12])}</td><td>{_e(Path(r.source_file).name)}</td><td>{_e(r.page)}</td>"
+        f"<tr><td><code>{_e(r.signature_id)}</code></td><td>{_e(Path(r.source_file).name)}</td><td>{_e(r.page)}</td>"
         f"<td>{_e(r.row_number)}</td><td>{_e(r.name)}</td><td>{_e(r.postal_code or r.postal_code_ocr)}</td>"
         f"<td>{_e(r.signature)}</td><td>{'<br>'.join(_e(w) for w in flag_words(r.flags))}</td></tr>"
         for r in shown.itertuples())

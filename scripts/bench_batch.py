@@ -1,14 +1,14 @@
 """Batch throughput: pages per minute on all cores, memory per worker, and scaling with batch size.
 
-    python scripts/bench_batch.py [--pages 100] [--small 10] [--workers 2] [--dpi 300] [--seed 7]
-                                  [--executors local] [--tesseract-pages 8] [--work build/bench-batch]
-                                  [--out bench-batch.json]
+    python scripts/bench_batch.py [--pages 100] [--runs local:10,local:16,local:100,dask:16] [--workers 2]
+                                  [--dpi 300] [--seed 7] [--tesseract-pages 8] [--work build/bench-batch]
+                                  [--out bench-batch.json] [--keep]
 
-1. Generates a corpus of --pages pages (--pages/2 sheets, every mode and format, scans at --dpi) and
-   a --small-page subset of it.
-2. Times the whole command `scan-pipeline process CORPUS --ledger L --workers N --executor E -q` on
-   each (wall clock, start-up included), sampling every process of the command in /proc four times
-   a second for its peak resident memory.
+1. Generates a corpus of --pages pages (--pages/2 sheets, every mode and format, scans at --dpi);
+   a run `EXECUTOR:N` processes its first N pages (whole files).
+2. Times the whole command `scan-pipeline process PAGES --ledger L --workers W --executor E -q` of
+   each run (wall clock, start-up included: a fresh ledger each time), sampling every process of the
+   command in /proc four times a second for its peak resident memory.
 3. Times a plain `tesseract PAGE - -l fra` on --tesseract-pages of the same pages (converted to PNG
    first, untimed), N at a time with one OpenMP thread each, the best plain Tesseract can do with the
    same cores: the ratio of the pipeline's wall time per page to it hardly depends on the machine.
@@ -40,11 +40,13 @@ BIN = Path(sys.executable).parent / "scan-pipeline"
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(c) for c in fh.read().split()]
-    except OSError:
-        return []
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child started from any thread (Dask's nannies)
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 def _tree(pid: int) -> list[int]:
@@ -101,27 +103,29 @@ def count_pages(truth: dict[str, Any], files: list[str] | None = None) -> int:
     return sum(len(f["pages"]) for f in truth["files"] if files is None or f["file"] in files)
 
 
-def make_corpus(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[str, Any]]:
-    big = work / "corpus"
-    truth_path = big / "truth.json"
+def make_corpus(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]]:
+    corpus = work / "corpus"
+    truth_path = corpus / "truth.json"
     sheets = max(1, args.pages // 2)
-    fresh = not (args.keep and truth_path.exists())
-    if fresh:
-        shutil.rmtree(big, ignore_errors=True)
-        cmd = [str(BIN), "samples", "generate", str(big), "--sheets", str(sheets), "--seed", str(args.seed),
+    if not (args.keep and truth_path.exists()):
+        shutil.rmtree(corpus, ignore_errors=True)
+        cmd = [str(BIN), "samples", "generate", str(corpus), "--sheets", str(sheets), "--seed", str(args.seed),
                "--dpi", str(args.dpi)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    small = work / "small"
-    shutil.rmtree(small, ignore_errors=True)
-    small.mkdir(parents=True)
+    return corpus, json.loads(truth_path.read_text(encoding="utf-8"))
+
+
+def subset(corpus: Path, truth: dict[str, Any], pages: int, target: Path) -> int:
+    """The first files of the corpus holding `pages` pages (or a little more: files are whole)."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
     n = 0
     for f in truth["files"]:
-        if n >= args.small:
+        if n >= pages:
             break
-        shutil.copy(big / f["file"], small / f["file"])
+        os.link(corpus / f["file"], target / f["file"])
         n += len(f["pages"])
-    return big, small, truth
+    return n
 
 
 def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path, pages: int, parallel: int) -> dict[str, Any]:
@@ -150,11 +154,11 @@ def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path, pages: int, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pages", type=int, default=100, help="pages in the big corpus (default 100)")
-    ap.add_argument("--small", type=int, default=10, help="pages in the small corpus (default 10)")
+    ap.add_argument("--runs", default="local:10,local:16,local:100,dask:16",
+                    help="comma-separated EXECUTOR:PAGES runs (default local:10,local:16,local:100,dask:16)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="workers (default: the cores)")
     ap.add_argument("--dpi", type=int, default=300, help="scan resolution of the corpus (default 300)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--executors", default="local", help="comma-separated: local,dask (default local)")
     ap.add_argument("--tesseract-pages", type=int, default=8)
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench-batch")
     ap.add_argument("--out", type=Path, default=REPO / "bench-batch.json")
@@ -162,26 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     work = args.work
-    big, small, truth = make_corpus(args, work)
-    small_truth_files = [p.name for p in small.iterdir()]
-    sizes = {"small": (small, count_pages(truth, small_truth_files)), "big": (big, count_pages(truth))}
+    corpus, truth = make_corpus(args, work)
     runs: dict[str, Any] = {}
-    for executor in [e.strip() for e in args.executors.split(",") if e.strip()]:
-        for label, (corpus, pages) in sizes.items():
-            ledger = work / f"{executor}-{label}" / "ledger.csv"
-            shutil.rmtree(ledger.parent, ignore_errors=True)
-            cmd = [str(BIN), "process", str(corpus), "--ledger", str(ledger), "--workers", str(args.workers),
-                   "--executor", executor, "-q"]
-            got = timed_command(cmd, ledger.parent / "process.log")
-            if got["exit_code"] not in (0, 10):
-                print(f"{' '.join(cmd)} failed with exit code {got['exit_code']}; see {ledger.parent}/process.log")
-                return 1
-            got.update(pages=pages, seconds_per_page=round(got["seconds"] / pages, 3),
-                       pages_per_min=round(pages / got["seconds"] * 60, 1), command=" ".join(cmd))
-            runs[f"{executor}/{label}"] = got
-    tess = time_tesseract(truth, big, work, args.tesseract_pages, args.workers)
+    for spec in [r.strip() for r in args.runs.split(",") if r.strip()]:
+        executor, _, size = spec.partition(":")
+        folder = work / "pages" / spec.replace(":", "-")
+        pages = subset(corpus, truth, int(size or args.pages), folder)
+        ledger = work / "runs" / spec.replace(":", "-") / "ledger.csv"
+        shutil.rmtree(ledger.parent, ignore_errors=True)
+        cmd = [str(BIN), "process", str(folder), "--ledger", str(ledger), "--workers", str(args.workers),
+               "--executor", executor, "-q"]
+        got = timed_command(cmd, ledger.parent / "process.log")
+        if got["exit_code"] not in (0, 10):
+            print(f"{' '.join(cmd)} failed with exit code {got['exit_code']}; see {ledger.parent}/process.log")
+            return 1
+        got.update(pages=pages, seconds_per_page=round(got["seconds"] / pages, 3),
+                   pages_per_min=round(pages / got["seconds"] * 60, 1), command=" ".join(cmd))
+        runs[spec] = got
+    tess = time_tesseract(truth, corpus, work, args.tesseract_pages, args.workers)
 
-    print(f"\nbatch benchmark: {sizes['big'][1]} pages at {args.dpi} dpi (scans; photos ~100-145 dpi), "
+    print(f"\nbatch benchmark: generated pages, scans at {args.dpi} dpi (photos ~100-145 dpi), "
           f"{args.workers} workers, {os.cpu_count()} cores\n")
     print(f"{'run':<14}{'pages':>6}{'seconds':>9}{'s/page':>8}{'pages/min':>10}{'parent MiB':>11}"
           f"{'worker MiB':>11}{'x tesseract':>12}")
