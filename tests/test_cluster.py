@@ -20,16 +20,17 @@ from scan_pipeline.records import PageImage, PageRef
 from .conftest import SCRIPT, ledger_rows, run
 
 
-def test_a_packed_page_unpacks_to_the_same_pixels_and_is_smaller():
+def test_a_packed_page_unpacks_to_the_same_pixels_and_a_compressed_one_is_smaller():
     rng = np.random.default_rng(0)
     gray = np.full((1200, 900), 255, np.uint8)
     gray[300:900:40, 100:800] = rng.integers(0, 80, (15, 700), dtype=np.uint8)
     rgb = np.dstack([gray, gray // 2, 255 - gray])
     for pixels in (gray, rgb):
-        packed = PackedPage.pack(PageImage(PageRef("a.png", 1, "0" * 64), pixels, 300.0))
-        back = packed.unpack()
-        assert np.array_equal(back.pixels, pixels) and back.dpi == 300.0 and back.ref.page == 1
-        assert len(packed.png) < pixels.nbytes / 5
+        for compress in (True, False):
+            packed = PackedPage.pack(PageImage(PageRef("a.png", 1, "0" * 64), pixels, 300.0), compress)
+            back = packed.unpack()
+            assert np.array_equal(back.pixels, pixels) and back.dpi == 300.0 and back.ref.page == 1
+            assert len(packed.data) < pixels.nbytes / 5 if compress else len(packed.data) == pixels.nbytes
 
 
 def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus, serial_ledger, tmp_path):
@@ -41,14 +42,24 @@ def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus
     pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
 
 
-def _dask_workers(pid: int) -> list[int]:
-    """The worker processes of a LocalCluster started by `pid` (its nannies run inside it)."""
+def _children(pid: int) -> list[int]:
     out = []
-    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # started from any thread (Dask's nannies run in one)
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _dask_workers(pid: int) -> list[int]:
+    """The worker processes of the LocalCluster that `pid` started (its nannies run inside it)."""
+    out = []
+    for child in _children(pid):
         with contextlib.suppress(OSError):
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmd:
-                out.append(int(child))
+            if b"forkserver" in cmd:  # workers are forked from the fork server
+                out += _children(child)
+            elif b"spawn_main" in cmd:
+                out.append(child)
     return out
 
 
