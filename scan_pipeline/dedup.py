@@ -3,30 +3,38 @@
 Rows are blocked by postal code (and, for a row whose code the reader corrected, flag
 `postal_corrected`, also by département), and names are compared only within a block:
 
-1. every name gets a comparison key (`name_tokens`): accents dropped, upper case, the usual OCR
-   confusions folded onto one letter (0/O, 1/I/L, 5/S, 8/B, rn/m, vv/w, cl/d...), words split;
+1. every distinct name gets its comparison words once (`name_tokens`): accents dropped, upper case,
+   the usual OCR confusions folded onto one letter (0/O, 1/I/L, 5/S, 8/B, rn/m, vv/w, cl/d...);
+   rows of a block with the same words in any order are the same name and compared once;
 2. within a block, `rapidfuzz.process.cdist` compares the keys (words sorted, so word order does
    not matter) and keeps pairs above a loose cutoff; names given with an initial ("DUPONT M.") are
    also looked up against every name reduced to that initial;
-3. each kept pair is scored word by word (`name_score`): the best pairing of their words (swapped
-   surname and given name), Levenshtein similarity per word weighted by length, an initial matching
-   the first letter of a word.
+3. each kept pair is scored word by word (`name_score`, or `name_scores` for many pairs at once,
+   the same figures computed with numpy): the best pairing of their words (swapped surname and
+   given name), Levenshtein similarity per word weighted by length, an initial matching the first
+   letter of a word.
 
 A pair at or above `[dedup] certain_score` is the same signer; at or above `possible_score` it is a
 possible duplicate a person decides on. A pair whose words differ only by an ending (Louis /
 Louise, Jean / Jeanne) is at most possible; so is an initial that fits more than one signer of the
 block, and a pair in different postal codes more than one digit apart. Certain pairs join into
-signers (union-find); each signer's earliest row (processed_at, then source_file, page, row_number
-as integers) is never a duplicate, the others become `duplicate` of it. Rows a person handled keep
-their status (`corrected` can still be the earliest one; `rejected` rows are left out).
+signers; each signer's earliest row (processed_at, then source_file, page, row_number as integers)
+is never a duplicate, the others become `duplicate` of it. Rows a person handled keep their status
+(`corrected` can still be the earliest one; `rejected` rows are left out).
+
+Everything that scales with the ledger is done on arrays or on distinct values (a million-row merge
+is measured by scripts/bench_ledger.py); per-pair Python is left for the rare cases (names of more
+than four words, initials, corrected postal codes).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -51,6 +59,7 @@ _OCR_CHARS = str.maketrans({"0": "O", "Q": "O", "1": "I", "L": "I", "|": "I", "!
 _LOOKALIKE = str.maketrans({"F": "E", "C": "E", "G": "E", "O": "A", "V": "U", "H": "N", "K": "R", "T": "I"})
 LOOKALIKE_COST = 0.5
 _SPECIAL = {"Œ": "OE", "Æ": "AE", "ß": "SS", "Ø": "O", "Đ": "D", "Ł": "I"}
+MAX_PERMUTED_WORDS = 4  # beyond, words are paired in sorted order (permutations grow too fast)
 
 
 _NON_LETTERS = re.compile(r"[^A-Z]+")
@@ -75,13 +84,17 @@ class _FoldTable(dict):
 _FOLD = _FoldTable()
 
 
+def _tokens(name: str) -> tuple[str, ...]:
+    return tuple(_NON_LETTERS.sub(" ", name.translate(_FOLD)).split())
+
+
 @lru_cache(maxsize=200_000)
 def name_tokens(name: str) -> tuple[str, ...]:
     """The comparison words of a name: accents off, upper case, OCR digits read as letters, in written order.
 
     'Hélène DUP0NT' and 'helene dupont' give ('HEIENE', 'DUPONT'). Cached: a ledger repeats names.
     """
-    return tuple(_NON_LETTERS.sub(" ", name.translate(_FOLD)).split())
+    return _tokens(name)
 
 
 def name_key(name: str) -> str:
@@ -123,6 +136,11 @@ class Match:
 _NO_MATCH = Match(0.0, False, False)
 
 
+def _joined_forms(long_: Sequence[str]) -> list[tuple[str, ...]]:
+    """'P.' may stand for 'Pierre-Louis': the words with two neighbours joined, each place in turn."""
+    return [(*long_[:k], long_[k] + long_[k + 1], *long_[k + 2:]) for k in range(len(long_) - 1)]
+
+
 def name_score(a: Sequence[str], b: Sequence[str]) -> Match:
     """How alike two names' words are (`name_tokens`), 0..100, whatever their order.
 
@@ -135,9 +153,8 @@ def name_score(a: Sequence[str], b: Sequence[str]) -> Match:
         return _NO_MATCH
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
     best = _score_words(short, long_)
-    if len(long_) > len(short):  # 'P.' may stand for 'Pierre-Louis': try joining two neighbouring words
-        for k in range(len(long_) - 1):
-            joined = (*long_[:k], long_[k] + long_[k + 1], *long_[k + 2:])
+    if len(long_) > len(short):
+        for joined in _joined_forms(long_):
             found = _score_words(*sorted((short, joined), key=len))
             if found.score > best.score:
                 best = found
@@ -145,7 +162,7 @@ def name_score(a: Sequence[str], b: Sequence[str]) -> Match:
 
 
 def _score_words(short: Sequence[str], long_: Sequence[str]) -> Match:
-    if len(long_) > 4:
+    if len(long_) > MAX_PERMUTED_WORDS:
         short, long_ = sorted(short), sorted(long_)
         orders: Iterable[Sequence[int]] = [range(len(short))]
     else:
@@ -177,6 +194,122 @@ def _score_words(short: Sequence[str], long_: Sequence[str]) -> Match:
     return best
 
 
+# --- the same scores for many pairs at once -----------------------------------------------------
+
+
+def _score_words_many(short: np.ndarray, long_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_score_words` of P pairs whose word lists all have the same lengths s <= m <= 4 (object arrays
+    of shape (P, s) and (P, m)): the same floating-point operations in the same order, on arrays."""
+    n_pairs, s = short.shape
+    m = long_.shape[1]
+    code, words = pd.factorize(np.concatenate([short.ravel(), long_.ravel()]))
+    words = np.asarray(words, dtype=object)
+    coarse_words = np.array([_coarse(w) for w in words.tolist()], dtype=object)
+    first = np.array([_coarse(w[0]) for w in words.tolist()], dtype=object)
+    length = np.fromiter(map(len, words.tolist()), dtype=np.int64, count=len(words))
+    xs = np.repeat(code[:short.size].reshape(n_pairs, s, 1), m, axis=2).ravel()
+    ys = np.repeat(code[short.size:].reshape(n_pairs, 1, m), s, axis=1).ravel()
+    fine = process.cpdist(words[xs].tolist(), words[ys].tolist(), scorer=Levenshtein.distance, dtype=np.int64,
+                          workers=-1)
+    coarse = process.cpdist(coarse_words[xs].tolist(), coarse_words[ys].tolist(), scorer=Levenshtein.distance,
+                            dtype=np.int64, workers=-1)
+    lx, ly = length[xs], length[ys]
+    width = np.maximum(lx, ly)
+    cost = coarse + LOOKALIKE_COST * np.maximum(0, fine - coarse)
+    sim = np.maximum(0.0, 1.0 - cost / width)
+    one = (lx == 1) | (ly == 1)  # an initial: it fits a word with its first letter
+    valid = ~one | (first[xs] == first[ys])
+    sim[one] = 1.0
+    initial = one & (lx != ly)
+    variant = np.zeros(len(xs), dtype=bool)
+    where = np.flatnonzero(~one & (lx != ly))  # both at least two letters long: an ending added?
+    if where.size:
+        x_words, y_words = words[xs[where]].tolist(), words[ys[where]].tolist()
+        variant[where] = [x.startswith(y) or y.startswith(x) for x, y in zip(x_words, y_words, strict=True)]
+    shape = (n_pairs, s, m)
+    sim, width, valid, initial, variant = (a.reshape(shape) for a in (sim, width, valid, initial, variant))
+    long_len = ly.reshape(shape)[:, 0, :]
+    best = np.zeros(n_pairs)
+    best_initial = np.zeros(n_pairs, dtype=bool)
+    best_variant = np.zeros(n_pairs, dtype=bool)
+    for order in itertools.permutations(range(m), s):
+        total = np.zeros(n_pairs)
+        weight = np.zeros(n_pairs)
+        ok = np.ones(n_pairs, dtype=bool)
+        has_initial = np.zeros(n_pairs, dtype=bool)
+        has_variant = np.zeros(n_pairs, dtype=bool)
+        for i, k in enumerate(order):
+            w = width[:, i, k]
+            total = total + sim[:, i, k] * w
+            weight = weight + w
+            ok &= valid[:, i, k]
+            has_initial |= initial[:, i, k]
+            has_variant |= variant[:, i, k]
+        unused = [k for k in range(m) if k not in order]
+        if unused:
+            weight = weight + long_len[:, unused].sum(axis=1)
+        score = 100.0 * total / weight
+        better = ok & (score > best)  # the first best order wins, as in _score_words
+        best = np.where(better, score, best)
+        best_initial = np.where(better, has_initial, best_initial)
+        best_variant = np.where(better, has_variant, best_variant)
+    return best, best_initial, best_variant
+
+
+def _word_matrix(names: list[tuple[str, ...]], width: int) -> np.ndarray:
+    matrix = np.empty((len(names), width), dtype=object)
+    matrix[:] = names
+    return matrix
+
+
+def name_scores(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`name_score` of many pairs (a[k], b[k]): arrays of scores, initial and variant flags.
+
+    The same figures as name_score, computed a group of pairs at a time (pairs whose names have the
+    same numbers of words), with rapidfuzz's pairwise distances; names of more than four words go
+    through name_score itself.
+    """
+    tokens = [tuple(t) for t in a] + [tuple(t) for t in b]
+    n = len(a)
+    return _pair_scores(tokens, np.arange(n), np.arange(n, 2 * n))
+
+
+def _pair_scores(tokens: list[tuple[str, ...]], a: np.ndarray, b: np.ndarray,
+                 count: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """name_score(tokens[a[k]], tokens[b[k]]) for every k, as arrays (count: the words of each name)."""
+    if count is None:
+        count = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    la, lb = count[a], count[b]
+    short_rows, long_rows = np.where(la <= lb, a, b), np.where(la <= lb, b, a)  # as name_score chooses
+    s_len, m_len = np.minimum(la, lb), np.maximum(la, lb)
+    score = np.zeros(len(a))
+    initial = np.zeros(len(a), dtype=bool)
+    variant = np.zeros(len(a), dtype=bool)
+    for k in np.flatnonzero((s_len > 0) & (m_len > MAX_PERMUTED_WORDS)).tolist():
+        match = name_score(tokens[a[k]], tokens[b[k]])
+        score[k], initial[k], variant[k] = match.score, match.initial, match.variant
+    fast = (s_len > 0) & (m_len <= MAX_PERMUTED_WORDS)
+    group = s_len * (MAX_PERMUTED_WORDS + 1) + m_len
+    for code in np.unique(group[fast]).tolist():
+        where = np.flatnonzero(fast & (group == code))
+        s, m = divmod(code, MAX_PERMUTED_WORDS + 1)
+        shorts = _word_matrix([tokens[r] for r in short_rows[where].tolist()], s)
+        longs = _word_matrix([tokens[r] for r in long_rows[where].tolist()], m)
+        best, best_initial, best_variant = _score_words_many(shorts, longs)
+        if m > s:  # two neighbouring words joined may fit an initial better
+            for j in range(m - 1):
+                joined = np.concatenate([longs[:, :j], (longs[:, j] + longs[:, j + 1])[:, None], longs[:, j + 2:]],
+                                        axis=1)
+                found, found_initial, found_variant = _score_words_many(shorts, joined)
+                better = found > best
+                best = np.where(better, found, best)
+                best_initial = np.where(better, found_initial, best_initial)
+                best_variant = np.where(better, found_variant, best_variant)
+        score[where], initial[where], variant[where] = best, best_initial, best_variant
+    return score, initial, variant
+
+
 # --- the dedup pass -----------------------------------------------------------------------------
 
 
@@ -188,26 +321,47 @@ class DedupResult:
     possible: int = 0  # rows flagged row_possible_duplicate after the pass
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n)
+@dataclass(frozen=True)
+class Names:
+    """The comparison words of every row, computed once per distinct name."""
 
-    def find(self, i: int) -> int:
-        parent = self.parent
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return int(root)
+    tokens: list[tuple[str, ...]]  # per row: name_tokens of its name
+    count: np.ndarray  # per row: how many words
+    key: np.ndarray  # per row: an integer, equal for the same words in any order
+    key_text: np.ndarray  # per row: the words sorted, joined by a space (object array)
+    has_initial: np.ndarray  # per row: a word of one letter
+    row_words: np.ndarray  # per row: where its words start in `coarse_words`
+    coarse_words: np.ndarray  # each word of each distinct name, as an integer equal for equal `_coarse` forms
 
-    def union(self, i: int, j: int, rank: np.ndarray) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:  # the earlier row stays the root, so a root is its signer's earliest row
-            if rank[ri] < rank[rj]:
-                self.parent[rj] = ri
-            else:
-                self.parent[ri] = rj
+
+def read_names(names: np.ndarray) -> Names:
+    """Names of rows (an object array of text), each distinct one folded once."""
+    code, distinct = pd.factorize(names)
+    distinct_tokens = [_tokens(x) for x in distinct.tolist()]
+    distinct_keys = np.array([" ".join(sorted(t)) for t in distinct_tokens], dtype=object)
+    key, _ = pd.factorize(distinct_keys)
+    count = np.fromiter(map(len, distinct_tokens), dtype=np.int64, count=len(distinct_tokens))
+    flat = list(itertools.chain.from_iterable(distinct_tokens))
+    word, vocabulary = pd.factorize(np.array(flat, dtype=object))
+    coarse, _ = pd.factorize(np.array([_coarse(w) for w in vocabulary.tolist()], dtype=object))
+    word_len = np.fromiter(map(len, vocabulary.tolist()), dtype=np.int64, count=len(vocabulary))[word]
+    owner = np.repeat(np.arange(len(distinct_tokens)), count)
+    has_initial = np.bincount(owner[word_len == 1], minlength=len(distinct_tokens)) > 0
+    start = np.cumsum(count) - count
+    return Names([distinct_tokens[c] for c in code.tolist()], count[code], key[code].astype(np.int64),
+                 distinct_keys[code], has_initial[code], start[code], coarse[word].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Scored pairs of rows (i < j) at or above possible_score, as arrays of equal length."""
+
+    i: np.ndarray
+    j: np.ndarray
+    score: np.ndarray
+    initial: np.ndarray
+    variant: np.ndarray
+    same_code: np.ndarray
 
 
 def order_rank(df: pd.DataFrame) -> np.ndarray:
@@ -217,12 +371,18 @@ def order_rank(df: pd.DataFrame) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     at = pd.factorize(df["processed_at"].to_numpy(dtype=object), sort=True)[0]
     src = pd.factorize(df["source_file"].to_numpy(dtype=object), sort=True)[0]
-    page = pd.to_numeric(df["page"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    row = pd.to_numeric(df["row_number"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    page, row = _as_integers(df["page"]), _as_integers(df["row_number"])
     order = np.lexsort((np.arange(n), row, page, src, at))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return rank
+
+
+def _as_integers(column: pd.Series) -> np.ndarray:
+    """Text of whole numbers as integers (0 when not a number), each distinct text converted once."""
+    code, distinct = pd.factorize(column.to_numpy(dtype=object))
+    values = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    return values[code] if len(values) else np.zeros(len(code), dtype=np.int64)
 
 
 def _departement_of() -> Callable[[str], str]:
@@ -235,24 +395,36 @@ def _departement_of() -> Callable[[str], str]:
     return lambda code: postal.departement(code) or code[:2]
 
 
-def _pairs_in(keys: list[str], cutoff: float, chunk: int = 2048) -> Iterable[tuple[int, int]]:
-    """Index pairs (i < j) of keys whose sorted-word ratio reaches cutoff."""
-    n = len(keys)
-    for start in range(0, n, chunk):
-        queries = keys[start:start + chunk]
-        scores = process.cdist(queries, keys, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=-1)
-        qi, ci = np.nonzero(scores)
-        qi = qi + start
-        keep = ci > qi
-        yield from zip(qi[keep].tolist(), ci[keep].tolist())
+def _close_keys(keys: list[str], cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a < b) of keys whose sorted-word ratio reaches cutoff."""
+    scores = process.cdist(keys, keys, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=1)
+    a, b = np.nonzero(np.triu(scores, 1))
+    return a, b
 
 
-def _cross_pairs(q_keys: list[str], c_keys: list[str], cutoff: float) -> Iterable[tuple[int, int]]:
-    if not q_keys or not c_keys:
-        return
-    scores = process.cdist(q_keys, c_keys, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=-1)
-    qi, ci = np.nonzero(scores)
-    yield from zip(qi.tolist(), ci.tolist())
+def _close_pairs_in_blocks(blocks: list[np.ndarray], keys: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (i, j) within each block (an array of rows with distinct keys) whose keys are close.
+
+    One cdist per block (a block is small: one postal code), spread over the machine's cores by
+    threads: rapidfuzz compares without holding the GIL.
+    """
+    def one(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = _close_keys(keys[rows].tolist(), cutoff)
+        return rows[a], rows[b]
+
+    workers = min(len(blocks), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(pool.map(one, blocks))
+    else:
+        found = [one(rows) for rows in blocks]
+    if not found:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+
+def _initial_form(tokens: tuple[str, ...]) -> str:
+    return " ".join(sorted(_coarse(w) for w in tokens))
 
 
 def _initial_forms(tokens: tuple[str, ...]) -> list[str]:
@@ -260,84 +432,229 @@ def _initial_forms(tokens: tuple[str, ...]) -> list[str]:
     forms = []
     for i, t in enumerate(tokens):
         if len(t) > 1:
-            forms.append(" ".join(sorted(_coarse(w) for w in tokens[:i] + (t[0],) + tokens[i + 1:])))
+            forms.append(_initial_form(tokens[:i] + (t[0],) + tokens[i + 1:]))
     return forms
 
 
-def find_edges(df: pd.DataFrame, cfg: DedupConfig, eligible: np.ndarray,
-               tokens: list[tuple[str, ...]]) -> list[tuple[int, int, Match, bool]]:
-    """Scored pairs of rows (i, j, match, same_code) above possible_score, from blocked comparisons."""
+def _initial_pairs(block: np.ndarray, reps: np.ndarray, names: Names) -> list[tuple[int, int]]:
+    """(row with an initial, row of the same block whose name reduced to that initial is the same)."""
+    queries = np.flatnonzero(names.has_initial[reps])
+    if queries.size == 0:
+        return []
+    tokens = names.tokens
+    count = names.count[reps]
+    # a name that reduces to a query's form has its number of words and shares a word with it (or
+    # has a single word): only those are reduced, not every name of the ledger
+    owner = np.repeat(np.arange(len(reps)), count)
+    at = np.repeat(names.row_words[reps] - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+    code = names.coarse_words[at]
+    width = int(code.max()) + 1
+    query_words = np.isin(owner, queries)
+    shares = np.zeros(len(reps), dtype=bool)
+    shares[owner[np.isin(block[owner] * width + code, block[owner[query_words]] * width + code[query_words])]] = True
+    one_word = np.isin(block, block[queries[count[queries] == 1]]) & (count == 1)
+    longest = int(count.max()) + 1
+    same_count = np.isin(block * longest + count, block[queries] * longest + count[queries])
+    wanted: dict[tuple[int, str], list[int]] = {}
+    for q, b in zip(reps[queries].tolist(), block[queries].tolist(), strict=True):
+        wanted.setdefault((b, _initial_form(tokens[q])), []).append(q)
+    pairs = []
+    for k in np.flatnonzero((shares | one_word) & same_count).tolist():
+        r, b = int(reps[k]), int(block[k])
+        for form in _initial_forms(tokens[r]):
+            for q in wanted.get((b, form), ()):
+                if q != r:
+                    pairs.append((q, r))
+    return pairs
+
+
+def find_edges(df: pd.DataFrame, cfg: DedupConfig, eligible: np.ndarray, names: Names) -> tuple[Edges, np.ndarray]:
+    """The scored pairs of rows worth a decision, and each row's representative.
+
+    Rows of one postal code with the same key (the same words in any order) are one name: each is
+    tied to the first of them (its representative, returned per row; -1 when not eligible), and only
+    representatives are compared with each other.
+    """
+    tokens, keys = names.tokens, names.key
+    n = len(df)
     postal = df["postal_code"].to_numpy(dtype=object)
-    flags = df["flags"].to_numpy(dtype=object)
-    keys = [" ".join(sorted(t)) for t in tokens]
-    cutoff = max(0.0, cfg.possible_score - cfg.prefilter_margin)
-    seen: set[tuple[int, int]] = set()
-    edges: list[tuple[int, int, Match, bool]] = []
-
-    def consider(i: int, j: int) -> None:
-        pair = (i, j) if i < j else (j, i)
-        if i == j or pair in seen:
-            return
-        seen.add(pair)
-        if keys[i] == keys[j]:
-            match = Match(100.0, False, False)
-        else:
-            match = name_score(tokens[i], tokens[j])
-        if match.score >= cfg.possible_score:
-            edges.append((pair[0], pair[1], match, postal[i] == postal[j]))
-
+    rep = np.full(n, -1, dtype=np.int64)
     idx = np.flatnonzero(eligible)
     if idx.size == 0:
-        return edges
-    blocks = pd.Series(idx).groupby(postal[idx], sort=False).indices
-    for positions in blocks.values():
-        if len(positions) < 2:
-            continue
-        rows = idx[positions]
-        # identical keys are the same name: compare each distinct key once
-        by_key: dict[str, list[int]] = {}
-        for r in rows.tolist():
-            by_key.setdefault(keys[r], []).append(r)
-        distinct = list(by_key)
-        for members in by_key.values():
-            first = members[0]
-            for other in members[1:]:
-                consider(first, other)
-        if len(distinct) > 1:
-            for a, b in _pairs_in(distinct, cutoff):
-                consider(by_key[distinct[a]][0], by_key[distinct[b]][0])
-            # names with an initial: look them up among every name reduced to an initial
-            with_initial = [k for k in distinct if any(len(t) == 1 for t in tokens[by_key[k][0]])]
-            if with_initial:
-                reduced: dict[str, list[str]] = {}
-                for k in distinct:
-                    for form in _initial_forms(tokens[by_key[k][0]]):
-                        reduced.setdefault(form, []).append(k)
-                for k in with_initial:
-                    for other in reduced.get(" ".join(sorted(_coarse(w) for w in tokens[by_key[k][0]])), ()):
-                        consider(by_key[k][0], by_key[other][0])
-    # rows whose postal code was corrected: also compared with their département's other codes
-    corrected = [i for i in idx.tolist() if CORRECTED_FLAG in flags[i].split(";")]
-    if corrected:
-        dep = _departement_of()
-        dep_of_row = {i: dep(postal[i]) for i in idx.tolist()}
-        by_dep: dict[str, list[int]] = {}
-        for i in idx.tolist():
-            by_dep.setdefault(dep_of_row[i], []).append(i)
-        q_by_dep: dict[str, list[int]] = {}
-        for i in corrected:
-            q_by_dep.setdefault(dep_of_row[i], []).append(i)
-        for d, queries in q_by_dep.items():
-            pool = by_dep.get(d, [])
-            for a, b in _cross_pairs([keys[i] for i in queries], [keys[j] for j in pool], cutoff):
-                i, j = queries[a], pool[b]
-                if postal[i] != postal[j]:
-                    consider(i, j)
-    return edges
+        return _edges([], [], [], [], [], []), rep
+    block = pd.factorize(postal[idx])[0].astype(np.int64)
+    combined = block * (int(keys.max()) + 1) + keys[idx]
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    rep[idx] = idx[first[inverse]]  # idx is ascending: the first row of each (block, key)
+    reps = idx[first]  # sorted by (block, key)
+    rep_block = block[first]
+
+    cutoff = max(0.0, cfg.possible_score - cfg.prefilter_margin)
+    bounds = np.flatnonzero(np.diff(rep_block)) + 1
+    blocks = [b for b in np.split(reps, bounds) if len(b) > 1]
+    pi, pj = _close_pairs_in_blocks(blocks, names.key_text, cutoff)
+    pi, pj = np.minimum(pi, pj), np.maximum(pi, pj)  # the earlier row's name first, as before
+    extra = _initial_pairs(rep_block, reps, names)  # (the name with an initial, the other)
+    extra += _corrected_pairs(df, idx, names.key_text, cutoff)  # (the corrected row, the other)
+    if extra:
+        ei, ej = np.array(extra, dtype=np.int64).T
+        pi, pj = np.concatenate([pi, ei]), np.concatenate([pj, ej])
+    # each pair once, scored in the order it was first found (ties between pairings keep their flags)
+    _, first_found = np.unique(np.minimum(pi, pj) * n + np.maximum(pi, pj), return_index=True)
+    pi, pj = pi[first_found], pj[first_found]
+    score = np.full(len(pi), 100.0)
+    initial = np.zeros(len(pi), dtype=bool)
+    variant = np.zeros(len(pi), dtype=bool)
+    other = np.flatnonzero(keys[pi] != keys[pj])  # the same key: rows of two postal codes, the same name
+    if other.size:
+        score[other], initial[other], variant[other] = _pair_scores(tokens, pi[other], pj[other], names.count)
+    lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
+    keep = score >= cfg.possible_score
+    lo, hi = lo[keep], hi[keep]
+    edges = _edges(lo, hi, score[keep], initial[keep], variant[keep], postal[lo] == postal[hi])
+    return edges, rep
+
+
+def _edges(i, j, score, initial, variant, same_code) -> Edges:
+    return Edges(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(score, dtype=float),
+                 np.asarray(initial, dtype=bool), np.asarray(variant, dtype=bool), np.asarray(same_code, dtype=bool))
+
+
+def _corrected_pairs(df: pd.DataFrame, idx: np.ndarray, key_text: np.ndarray, cutoff: float) -> list[tuple[int, int]]:
+    """Rows whose postal code was corrected, with close names of their département's other codes."""
+    flags = df["flags"].to_numpy(dtype=object)[idx]
+    corrected = idx[np.fromiter((CORRECTED_FLAG in f.split(";") for f in flags.tolist()), dtype=bool,
+                                count=len(idx))] if len(idx) else idx
+    if corrected.size == 0:
+        return []
+    postal = df["postal_code"].to_numpy(dtype=object)
+    dep = _departement_of()
+    codes, code_of = pd.factorize(postal[idx])
+    dep_of_row = np.array([dep(c) for c in code_of], dtype=object)[codes]
+    pool_of: dict[str, np.ndarray] = {d: idx[rows] for d, rows in
+                                      pd.Series(np.arange(len(idx))).groupby(dep_of_row).indices.items()}
+    dep_of = dict(zip(idx.tolist(), dep_of_row.tolist(), strict=True))
+    pairs = []
+    by_dep: dict[str, list[int]] = {}
+    for i in corrected.tolist():
+        by_dep.setdefault(dep_of[i], []).append(i)
+    for d, queries in by_dep.items():
+        pool = pool_of[d]
+        scores = process.cdist(key_text[queries].tolist(), key_text[pool].tolist(),
+                               scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=-1)
+        for a, b in zip(*np.nonzero(scores), strict=True):
+            i, j = queries[a], int(pool[b])
+            if postal[i] != postal[j]:
+                pairs.append((i, j))
+    return pairs
 
 
 def _hamming(a: str, b: str) -> int:
     return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
+def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Connected components of the graph with edges (u, v): each node's label, the smallest node of its part."""
+    label = np.arange(n)
+    while True:
+        lu, lv = label[u], label[v]
+        differ = lu != lv
+        if not differ.any():
+            return label
+        low = np.minimum(lu[differ], lv[differ])
+        np.minimum.at(label, lu[differ], low)  # hook one root under the other
+        np.minimum.at(label, lv[differ], low)
+        while True:  # then point every node at its root
+            up = label[label]
+            if np.array_equal(up, label):
+                break
+            label = up
+
+
+class _Signers:
+    """Rows joined into signers; each signer's root is its earliest row (lowest rank)."""
+
+    def __init__(self, n: int, rank: np.ndarray, u: np.ndarray, v: np.ndarray):
+        label = _components(n, u, v)
+        first = np.full(n, n, dtype=np.int64)
+        np.minimum.at(first, label, rank)
+        by_rank = np.empty(n, dtype=np.int64)
+        by_rank[rank] = np.arange(n)
+        self.root = by_rank[first[label]]
+        self.rank = rank
+        self.later: dict[int, int] = {}  # joins made after the components: root -> new root
+
+    def find(self, i: int) -> int:
+        r = int(self.root[i])
+        while r in self.later:
+            r = self.later[r]
+        return r
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:  # the earlier row stays the root
+            if self.rank[ri] < self.rank[rj]:
+                self.later[rj] = ri
+            else:
+                self.later[ri] = rj
+
+    def roots(self) -> np.ndarray:
+        if not self.later:
+            return self.root
+        remap = np.arange(len(self.root))
+        for old in self.later:
+            remap[old] = self.find(old)
+        return remap[self.root]
+
+
+def _certain(edges: Edges, postal: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """Edges that join two rows into one signer (an initial's edge: only if it fits one signer, see _join)."""
+    code_ok = edges.same_code.copy()
+    for k in np.flatnonzero(~code_ok).tolist():
+        code_ok[k] = _hamming(postal[edges.i[k]], postal[edges.j[k]]) <= cfg.max_code_digits
+    return (edges.score >= cfg.certain_score) & ~edges.variant & code_ok
+
+
+def _join(signers: _Signers, edges: Edges, certain: np.ndarray, tokens: list[tuple[str, ...]]) -> list[tuple[int, int]]:
+    """Join the rows of certain edges with an initial into signers; return the possible pairs (i, j)."""
+    possible = [(int(a), int(b)) for a, b in zip(edges.i[~certain], edges.j[~certain], strict=True)]
+    initial_links: dict[int, list[int]] = {}
+    for k in np.flatnonzero(certain & edges.initial).tolist():
+        i, j = int(edges.i[k]), int(edges.j[k])
+        # the row written with an initial: the one whose name has fewer full words
+        short = i if sum(len(t) > 1 for t in tokens[i]) < sum(len(t) > 1 for t in tokens[j]) else j
+        initial_links.setdefault(short, []).append(j if short == i else i)
+    for short, others in initial_links.items():
+        # an initial is certain only when it fits one signer of the block
+        full = [o for o in others if not any(len(t) == 1 for t in tokens[o])]
+        fitting = full or others
+        if len({signers.find(o) for o in fitting}) == 1:
+            signers.union(short, fitting[0])
+        else:
+            possible += [(short, o) for o in others]
+    return possible
+
+
+def _group_candidates(roots: np.ndarray, rank: np.ndarray, ids: np.ndarray, limit: int) -> dict[str, list[str]]:
+    """For each row of a signer with several rows: the signer's other rows, earliest first."""
+    n = len(roots)
+    size = np.bincount(roots, minlength=n)
+    grouped = np.flatnonzero(size[roots] > 1)
+    if grouped.size == 0 or limit <= 0:
+        return {sid: [] for sid in ids[grouped].tolist()}
+    order = grouped[np.lexsort((rank[grouped], roots[grouped]))]
+    starts = np.flatnonzero(np.r_[True, np.diff(roots[order]) != 0])
+    sizes = np.diff(np.r_[starts, len(order)])
+    pairs = starts[sizes == 2]  # most signers who signed again did so once: no loop for them
+    a, b = ids[order[pairs]].tolist(), ids[order[pairs + 1]].tolist()
+    candidates: dict[str, list[str]] = dict(zip(a, ([x] for x in b), strict=True))
+    candidates.update(zip(b, ([x] for x in a), strict=True))
+    members = ids[order].tolist()
+    for start, count in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist(), strict=True):
+        group = members[start:start + count]
+        for k, sid in enumerate(group):
+            candidates[sid] = (group[:k] + group[k + 1:])[:limit]
+    return candidates
 
 
 def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> DedupResult:
@@ -348,74 +665,47 @@ def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> DedupResult
     their status and flags; a rejected row is never compared.
     """
     cfg = cfg or default_config().dedup
-    out = df.copy()
+    out = df.copy(deep=False)
     n = len(out)
     if n == 0:
-        return DedupResult(out)
-    status = out["status"].to_numpy(dtype=object).copy()
-    flags_in = out["flags"].to_numpy(dtype=object)
-    names = out["name"].to_numpy(dtype=object)
+        return DedupResult(out.copy())
+    status = out["status"].to_numpy(dtype=object)
+    flags = out["flags"].to_numpy(dtype=object).copy()
     postal = out["postal_code"].to_numpy(dtype=object)
     ids = out["signature_id"].to_numpy(dtype=object)
     handled = np.isin(status, HANDLED)
 
-    flags = flags_in.copy()
-    for i in np.flatnonzero(~handled & np.array([POSSIBLE_FLAG in f for f in flags_in], dtype=bool)).tolist():
-        flags[i] = ";".join(x for x in flags_in[i].split(";") if x != POSSIBLE_FLAG)
-    tokens = [name_tokens(x) if x else () for x in names.tolist()]
-    eligible = (status != "rejected") & (postal != "") & np.array([bool(t) for t in tokens], dtype=bool)
+    stale = np.flatnonzero(~handled & pd.Series(flags).str.contains(POSSIBLE_FLAG, regex=False).to_numpy(dtype=bool))
+    for i in stale.tolist():
+        flags[i] = ";".join(x for x in flags[i].split(";") if x != POSSIBLE_FLAG)
+    names = read_names(out["name"].to_numpy(dtype=object))
+    eligible = (status != "rejected") & (postal != "") & (names.key_text != "")
     rank = order_rank(out)
 
-    edges = find_edges(out, cfg, eligible, tokens)
-    uf = _UnionFind(n)
-    possible: list[tuple[int, int]] = []
-    initial_links: dict[int, set[int]] = {}
-    for i, j, match, same_code in edges:
-        certain = (match.score >= cfg.certain_score and not match.variant
-                   and (same_code or _hamming(postal[i], postal[j]) <= cfg.max_code_digits))
-        if certain and match.initial:
-            # the row written with an initial: the one whose name has fewer full words
-            short = i if sum(len(t) > 1 for t in tokens[i]) < sum(len(t) > 1 for t in tokens[j]) else j
-            initial_links.setdefault(short, set()).add(j if short == i else i)
-        elif certain:
-            uf.union(i, j, rank)
-        else:
-            possible.append((i, j))
-    for short, others in initial_links.items():
-        # an initial is certain only when it fits one signer of the block
-        full = {uf.find(o) for o in others if not any(len(t) == 1 for t in tokens[o])}
-        signers = full or {uf.find(o) for o in others}
-        if len(signers) == 1:
-            uf.union(short, next(iter(others)), rank)
-        else:
-            possible += [(short, o) for o in others]
+    edges, rep = find_edges(out, cfg, eligible, names)
+    same_name = np.flatnonzero((rep >= 0) & (rep != np.arange(n)))  # the same words: the same signer
+    certain = _certain(edges, postal, cfg)
+    plain = certain & ~edges.initial
+    signers = _Signers(n, rank, np.concatenate([same_name, edges.i[plain]]),
+                       np.concatenate([rep[same_name], edges.j[plain]]))
+    possible = _join(signers, edges, certain, names.tokens)
+    roots = signers.roots()
 
-    roots = np.array([uf.find(i) for i in range(n)])
-    # a signer's first row: earliest by rank (the union kept the earliest as root)
-    new_status = status.copy()
+    new_status = np.where(handled, status, np.where(flags != "", "review", "ok")).astype(object)
     new_dup = np.where(handled, out["duplicate_of"].to_numpy(dtype=object), "").astype(object)
-    for i in np.flatnonzero(~handled).tolist():
-        new_status[i] = "review" if flags[i] else "ok"
-    members: dict[int, list[int]] = {}
-    for i in np.flatnonzero(roots != np.arange(n)).tolist():
-        members.setdefault(int(roots[i]), []).append(i)
-    candidates: dict[str, list[str]] = {}
-    for root, rest in members.items():
-        group = sorted([root, *rest], key=lambda k: rank[k])
-        for i in group:
-            candidates[ids[i]] = [ids[k] for k in group if k != i][: cfg.max_candidates_listed]
-        for i in group[1:]:
-            if not handled[i]:
-                new_status[i], new_dup[i] = "duplicate", ids[root]
+    later = ~handled & (roots != np.arange(n))  # a signer's rows after its earliest one
+    new_status[later] = "duplicate"
+    new_dup[later] = ids[roots[later]]
+    candidates = _group_candidates(roots, rank, ids, cfg.max_candidates_listed)
     flagged: set[int] = set()
-    for i, j in possible:
+    for i, j in sorted(possible):
         ri, rj = roots[i], roots[j]
         if ri == rj:
             continue
         # the later signer is the one in doubt; its earliest row gets the flag
-        later, earlier = (ri, rj) if rank[ri] > rank[rj] else (rj, ri)
-        target = i if roots[i] == later else j
-        target = int(later) if new_status[target] == "duplicate" else target
+        later_root, earlier = (ri, rj) if rank[ri] > rank[rj] else (rj, ri)
+        target = i if roots[i] == later_root else j
+        target = int(later_root) if new_status[target] == "duplicate" else target
         if handled[target] or new_status[target] == "duplicate":
             continue
         flagged.add(target)
@@ -455,116 +745,20 @@ def match_rows(df: pd.DataFrame, name: str, postal_code: str | None = None, *, c
         pool = np.flatnonzero(same | near)
     if pool.size == 0:
         return []
-    keys = [" ".join(sorted(name_tokens(x))) if x else "" for x in names[pool].tolist()]
+    # each distinct name once: a ledger repeats names
+    name_code, distinct = pd.factorize(names[pool])
+    distinct_tokens = [_tokens(x) for x in distinct.tolist()]
+    keys = [" ".join(sorted(t)) for t in distinct_tokens]
     cutoff = max(0.0, cfg.possible_score - cfg.prefilter_margin)
-    qkey = " ".join(sorted(query))
-    scores = process.cdist([qkey], keys, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=np.uint8, workers=-1)[0]
-    hits: list[tuple[int, float]] = []
-    reduced_query = any(len(t) == 1 for t in query)
-    for k in range(len(keys)):
-        if not keys[k]:
-            continue
-        if scores[k] == 0 and not (reduced_query and " ".join(sorted(_coarse(w) for w in query))
-                                   in _initial_forms(name_tokens(names[pool[k]]))):
-            continue
-        match = name_score(query, name_tokens(names[pool[k]]))
-        threshold = cfg.certain_score if certain_only else cfg.possible_score
-        if match.score >= threshold and not (certain_only and match.variant):
-            hits.append((int(pool[k]), match.score))
+    scores = process.cdist([" ".join(sorted(query))], keys, scorer=fuzz.ratio, score_cutoff=cutoff,
+                           dtype=np.uint8, workers=-1)[0]
+    reduced = _initial_form(query) if any(len(t) == 1 for t in query) else None
+    close = [k for k in range(len(keys)) if keys[k] and (scores[k] or (
+        reduced is not None and reduced in _initial_forms(distinct_tokens[k])))]
+    score, _, variant = name_scores([query] * len(close), [distinct_tokens[k] for k in close])
+    threshold = cfg.certain_score if certain_only else cfg.possible_score
+    fits = {k: s for k, s, v in zip(close, score.tolist(), variant.tolist(), strict=True)
+            if s >= threshold and not (certain_only and v)}
+    hits = [(int(pool[r]), fits[c]) for r, c in enumerate(name_code.tolist()) if c in fits]
     hits.sort(key=lambda h: (-h[1], h[0]))
     return hits
-
-
-# --- generated signers, for measuring (tests and scripts/bench_ledger.py) -----------------------
-
-# Confusions OCR makes on handwritten capitals: the first ones are folded by name_tokens, the
-# others are left for the fuzzy comparison to absorb.
-OCR_NOISE = (("O", "0"), ("I", "1"), ("L", "1"), ("I", "L"), ("M", "RN"), ("W", "VV"), ("D", "CL"), ("S", "5"),
-             ("B", "8"), ("E", "F"), ("E", "C"), ("A", "O"), ("U", "V"), ("N", "H"), ("R", "K"), ("G", "C"),
-             ("T", "I"), ("H", "N"))
-
-
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
-def noisy_spelling(surname: str, given: str, rnd) -> str:
-    """How a signer's name may come out of the reader: accents dropped, case, order, OCR confusions,
-    an initial for the given name."""
-    s, g = surname, given
-    if rnd.random() < 0.5:
-        s, g = _strip_accents(s), _strip_accents(g)
-    s = s.upper() if rnd.random() < 0.8 else s
-    g = g.upper() if rnd.random() < 0.3 else g
-    if rnd.random() < 0.1:
-        g = g[0] + "."
-    text = f"{g} {s}" if rnd.random() < 0.3 else f"{s} {g}"
-    for _ in range(rnd.choice((0, 1, 1, 2))):
-        spots = [(i, a, b) for a, b in OCR_NOISE for i in range(len(text)) if text.upper().startswith(a, i)]
-        if spots:
-            i, a, b = rnd.choice(spots)
-            b = b if text[i].isupper() or not b.isalpha() else b.lower()
-            text = text[:i] + b + text[i + len(a):]
-    return text
-
-
-def generated_signers(n_signers: int, repeat_share: float, seed: int, *, codes: Sequence[str],
-                      max_repeats: int = 3) -> list[tuple[int, str, str]]:
-    """(signer number, name as read, postal code) rows for n_signers invented people.
-
-    A share of them sign again (up to max_repeats more times), with noisy spellings. Two signers of
-    the same postal code never share a name (they could not be told apart). Names come from
-    scan_pipeline/data/synth_names.json, codes from `codes`.
-    """
-    import json
-    import random
-    from importlib import resources
-
-    data = json.loads(resources.files("scan_pipeline").joinpath("data/synth_names.json").read_text("utf-8"))
-    rnd = random.Random(seed)
-    taken: set[tuple[str, str, str]] = set()
-    rows: list[tuple[int, str, str]] = []
-    for person in range(n_signers):
-        while True:
-            surname, given, code = rnd.choice(data["surnames"]), rnd.choice(data["given_names"]), rnd.choice(codes)
-            if (surname, given, code) not in taken:
-                taken.add((surname, given, code))
-                break
-        first = f"{surname.upper()} {given}"  # the first row is read as written
-        rows.append((person, first, code))
-        if rnd.random() < repeat_share:
-            for _ in range(rnd.randint(1, max_repeats)):
-                rows.append((person, noisy_spelling(surname, given, rnd), code))
-    rnd.shuffle(rows)
-    return rows
-
-
-def pair_quality(signers: Sequence[int], result: DedupResult) -> dict[str, float]:
-    """Precision and recall of the duplicates found against the true signers (row i is signers[i]).
-
-    A row marked duplicate is right when it points to a row of the same signer. Recall is the share
-    of repeated rows (every row of a signer but one) marked duplicate; recall_with_possible also
-    counts those flagged as possible duplicates of a row of the same signer.
-    """
-    df = result.frame
-    ids = df["signature_id"].tolist()
-    pos = {s: i for i, s in enumerate(ids)}
-    status, dup = df["status"].tolist(), df["duplicate_of"].tolist()
-    counts: dict[int, int] = {}
-    for s in signers:
-        counts[s] = counts.get(s, 0) + 1
-    repeated = sum(c - 1 for c in counts.values())
-    marked = right = possible_right = possible = 0
-    for i, st in enumerate(status):
-        if st == "duplicate":
-            marked += 1
-            right += signers[pos[dup[i]]] == signers[i]
-        elif POSSIBLE_FLAG in df["flags"].iat[i]:
-            possible += 1
-            possible_right += any(signers[pos[c]] == signers[i] for c in result.candidates.get(ids[i], []))
-    return {
-        "rows": len(ids), "signers": len(counts), "repeated_rows": repeated, "marked_duplicate": marked,
-        "precision": right / marked if marked else 1.0, "recall": right / repeated if repeated else 1.0,
-        "possible_flagged": possible, "possible_right": possible_right,
-        "recall_with_possible": min(1.0, (right + possible_right) / repeated) if repeated else 1.0,
-    }

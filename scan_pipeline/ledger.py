@@ -266,45 +266,84 @@ def _row_problems(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     return problems
 
 
-def _value_check(prop: dict[str, Any]) -> Callable[[Any], bool]:
+def _values_check(prop: dict[str, Any]) -> Callable[[list[str]], bool]:
+    """A check of many text values at once (the schema's rules for one column), looping in C."""
     pattern = re.compile(prop["pattern"]) if "pattern" in prop else None
     enum = frozenset(prop["enum"]) if "enum" in prop else None
     min_length = int(prop.get("minLength", 0))
 
-    def ok(value: Any) -> bool:
-        return (isinstance(value, str) and len(value) >= min_length
-                and (pattern is None or (pattern.search(value) is not None and not value.endswith("\n")))
-                and (enum is None or value in enum))
+    def ok(values: list[str]) -> bool:
+        if not values:
+            return True
+        if min_length and min(map(len, values)) < min_length:
+            return False
+        if enum is not None and not enum.issuperset(values):
+            return False
+        if pattern is not None:
+            if None in map(pattern.search, values):
+                return False
+            if "\n\0" in "\0".join(values) + "\0":  # '$' also matches before a final newline
+                return False
+        return True
 
     return ok
 
 
 @lru_cache(maxsize=1)
-def _column_checks() -> dict[str, Callable[[Any], bool]] | None:
+def _column_checks() -> dict[str, Callable[[list[str]], bool] | None] | None:
+    """Per column, a check of its distinct values; None for a column whose only rule is 'text'."""
     if _prescreen() is None:  # the schema uses keywords the fast path does not know
         return None
-    return {name: _value_check(prop) for name, prop in load_schema()["properties"].items()}
+    return {name: _values_check(prop) if {"pattern", "enum", "minLength"} & set(prop) else None
+            for name, prop in load_schema()["properties"].items()}
+
+
+# signature_id is page_sha256[:16], a dash and row_number on at least two digits: when those two
+# columns pass these patterns and every id is the one they give, the id passes its pattern too.
+_ID_PARTS = {"signature_id": "^[0-9a-f]{16}-[0-9]{2,}$", "page_sha256": "^[0-9a-f]{64}$",
+             "row_number": "^(0|[1-9][0-9]*)$"}
+
+
+@lru_cache(maxsize=1)
+def _id_follows_from_parts() -> bool:
+    props = load_schema()["properties"]
+    return all(props.get(c, {}).get("pattern") == p and not {"enum", "minLength"} & set(props[c])
+               for c, p in _ID_PARTS.items())
+
+
+def _expected_ids(sha: np.ndarray, number: np.ndarray) -> np.ndarray:
+    """signature_id(sha, int(number)) of every row, computed once per distinct page and row number."""
+    sha_code, shas = pd.factorize(sha)
+    number_code, numbers = pd.factorize(number)
+    heads = np.array([h[:16] + "-" for h in shas.tolist()], dtype=object)
+    tails = np.array([f"{int(r):02d}" for r in numbers.tolist()], dtype=object)
+    return heads[sha_code] + tails[number_code]
 
 
 def _fast_valid(df: pd.DataFrame) -> bool:
     """True when the frame certainly has no problem; False means: ask _row_problems for the list.
 
-    Column-wise (each distinct value checked once), so a million-row ledger takes about a second
-    rather than minutes; it checks exactly what _row_problems checks.
+    Column-wise (each distinct value checked once, 'every value is text' checked by pandas in C),
+    so a million-row ledger takes about a second rather than minutes; it checks exactly what
+    _row_problems checks.
     """
     checks = _column_checks()
     if checks is None or list(df.columns) != list(LEDGER_COLUMNS):
         return False
+    if not len(df):
+        return True
     arrays = {c: df[c].to_numpy(dtype=object) for c in LEDGER_COLUMNS}
     for name, check in checks.items():
-        values = pd.unique(arrays[name]) if name not in ("signature_id", "page_sha256") else arrays[name]
-        if not all(map(check, values)):
+        if pd.api.types.infer_dtype(arrays[name], skipna=False) != "string":
+            return False  # a value that is not text (a missing cell reads as NaN)
+        if check is None or (name == "signature_id" and _id_follows_from_parts()):
+            continue  # the id is compared with page_sha256 and row_number below
+        if not check(pd.unique(arrays[name]).tolist()):
             return False
     ids = arrays["signature_id"]
-    if len(ids) and pd.Series(ids).duplicated().any():
+    if pd.Series(ids).duplicated().any():
         return False
-    expected = [f"{h[:16]}-{int(r):02d}" for h, r in zip(arrays["page_sha256"], arrays["row_number"])]
-    if not np.array_equal(ids, np.array(expected, dtype=object)):
+    if not (ids == _expected_ids(arrays["page_sha256"], arrays["row_number"])).all():
         return False
     dup = arrays["duplicate_of"]
     if ((arrays["status"] == "duplicate") & (dup == "")).any():
@@ -498,6 +537,9 @@ def _csv_field(value: str) -> str:
 
 def _csv_column(values: list[str], free: bool) -> list[str]:
     if not free:  # a valid value of a pattern or enum column never needs quotes
+        return values
+    whole = "".join(values)  # one scan of the column in C; most columns need no quotes at all
+    if not any(c in whole for c in ',"\n\r'):
         return values
     return [_csv_field(v) if (',' in v or '"' in v or "\n" in v or "\r" in v) else v for v in values]
 
@@ -1067,7 +1109,7 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
     t0 = time.perf_counter()
     with ledger_lock(out, timeout=lock_timeout):
         frames: list[pd.DataFrame] = []
-        sources: dict[str, list[str]] = {}
+        labels: list[str] = []
         details: dict[str, dict[str, Any]] = {}
         erased: set[tuple[str, int]] = set(erased_pairs(out)) if out.exists() else set()
         erase_records: list[dict[str, Any]] = []
@@ -1083,9 +1125,8 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
             df = read_ledger(path)
             label = str(path)
             frames.append(df)
+            labels.append(label)
             summary.rows_read += len(df)
-            for s in df["signature_id"].tolist():
-                sources.setdefault(s, []).append(label)
             for s, obj in _read_details(sidecar_paths(path).details).items():
                 details.setdefault(s, obj)
             for record in audit_records(path):
@@ -1097,6 +1138,8 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
                 crop_roots[label] = crops
         summary.seconds["read"] = time.perf_counter() - t0
         combined = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
+        sources = _Sources(combined["signature_id"].to_numpy(dtype=object),
+                           np.repeat(np.arange(len(frames)), [len(f) for f in frames]), labels)
         unique = _pick_versions(combined)
         summary.same_rows = len(combined) - len(unique)
         mask = _erased_mask(unique, erased)
@@ -1118,14 +1161,9 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
                               file=str(out), hint=_BUG_HINT)
         if crop_roots:
             summary.crops_copied = _copy_crops(after, sources, crop_roots, sidecar_paths(out).crops)
-        out_details = []
-        for s in after["signature_id"].tolist():
-            obj = dict(details.get(s, {"signature_id": s}))
-            obj["merged_from"] = sorted(sources.get(s, []))
-            obj["duplicate_candidates"] = result.candidates.get(s, [])
-            out_details.append(obj)
         _ensure_dir(out.parent)
-        _atomic_write(sidecar_paths(out).details, _details_text(out_details).encode("utf-8"))
+        text = _merged_details_text(after["signature_id"].tolist(), sources, details, result.candidates)
+        _atomic_write(sidecar_paths(out).details, text.encode("utf-8"))
         known = {json.dumps(r, sort_keys=True) for r in audit_records(out)} if out.exists() else set()
         for record in erase_records:  # the output remembers every erasure of its inputs
             if json.dumps(record, sort_keys=True) not in known:
@@ -1140,10 +1178,71 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
     return summary
 
 
-def _copy_crops(df: pd.DataFrame, sources: dict[str, list[str]], roots: dict[str, Path], target: Path) -> int:
+class _Sources:
+    """Which input ledger(s) each signature_id of a merge came from (most come from exactly one)."""
+
+    def __init__(self, ids: np.ndarray, source: np.ndarray, labels: list[str]):
+        code, distinct = pd.factorize(ids)
+        self._index = pd.Index(distinct)
+        self._first = np.full(len(distinct), -1, dtype=np.int64)
+        self._first[code[::-1]] = source[::-1]  # the first input each id appears in
+        self._labels = labels
+        self._json = [json.dumps([label], ensure_ascii=False) for label in labels]
+        self._more: dict[int, list[int]] = {}  # ids in several inputs: those inputs, in input order
+        several = np.unique(code[source != self._first[code]])
+        rows = np.flatnonzero(np.isin(code, several))
+        for k, i in zip(code[rows].tolist(), source[rows].tolist(), strict=True):
+            found = self._more.setdefault(k, [])
+            if i not in found:
+                found.append(i)
+
+    def codes(self, ids: Sequence[str]) -> np.ndarray:
+        return self._index.get_indexer(ids)
+
+    def inputs(self, code: int) -> list[str]:
+        """The inputs of one id (by its code), in the order they were given; [] for an id no input had."""
+        if code < 0:
+            return []
+        return [self._labels[i] for i in self._more.get(code, [int(self._first[code])])]
+
+    def labels_json(self, codes: np.ndarray) -> np.ndarray:
+        """json.dumps of the sorted inputs of each id (by code), as an object array."""
+        texts = np.array(self._json + ["[]"], dtype=object)[np.where(codes < 0, -1, self._first[codes])]
+        for k in np.flatnonzero(np.isin(codes, list(self._more))).tolist():
+            texts[k] = json.dumps(sorted(self.inputs(int(codes[k]))), ensure_ascii=False)
+        return texts
+
+
+def _merged_details_text(ids: list[str], sources: _Sources, details: dict[str, dict[str, Any]],
+                         candidates: dict[str, list[str]]) -> str:
+    """L.details.jsonl of a merge: each row's details, where it came from and its duplicate candidates.
+
+    The text json.dumps(obj, ensure_ascii=False) gives, line by line; rows without details of their
+    own (most of a large merge) are formatted on arrays: their ids and candidates are signature ids
+    (hex digits, a dash, digits: nothing to escape).
+    """
+    if not ids:
+        return ""
+    codes = sources.codes(ids)
+    found = [candidates.get(s) for s in ids]
+    listed = np.array(['["' + '", "'.join(c) + '"]' if c else "[]" for c in found], dtype=object)
+    lines = ('{"signature_id": "' + np.array(ids, dtype=object) + '", "merged_from": ' + sources.labels_json(codes)
+             + ', "duplicate_candidates": ' + listed + "}\n")
+    if details:
+        for k, s in enumerate(ids):
+            obj = details.get(s)
+            if obj is not None:
+                obj = {**obj, "merged_from": sorted(sources.inputs(int(codes[k]))),
+                       "duplicate_candidates": found[k] or []}
+                lines[k] = json.dumps(obj, ensure_ascii=False) + "\n"
+    return "".join(lines.tolist())
+
+
+def _copy_crops(df: pd.DataFrame, sources: _Sources, roots: dict[str, Path], target: Path) -> int:
     copied = 0
-    for s, sha, number in zip(df["signature_id"], df["page_sha256"], df["row_number"], strict=True):
-        for label in sources.get(s, []):
+    codes = sources.codes(df["signature_id"].tolist()).tolist()
+    for code, sha, number in zip(codes, df["page_sha256"], df["row_number"], strict=True):
+        for label in sources.inputs(code):
             root = roots.get(label)
             folder = root / sha[:16] if root else None
             if folder is None or not folder.is_dir():

@@ -2,7 +2,7 @@
 
 1. Quality: invented signers (scan_pipeline/data/synth_names.json, real postal codes), a share of
    whom sign again with OCR-like noise (accents dropped, case, word order, 1-2 OCR confusions,
-   initials): precision and recall of the duplicates found (dedup.pair_quality), for sparse and
+   initials): precision and recall of the duplicates found (synth_signers.pair_quality), for sparse and
    dense postal-code blocks. Fixed seeds: the same figures on every run.
 2. Speed: a synthetic ledger of --rows rows (default 1,000,000) in two group ledgers (1% of rows
    in both), merged with `merge_ledgers` in a child process: wall time of the whole merge (read,
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scan_pipeline import dedup
+from scan_pipeline import dedup, synth_signers
 from scan_pipeline import ledger as L
 from scan_pipeline.postal import load_postal_list
 
@@ -74,10 +74,10 @@ def quality(codes: list[str]) -> dict[str, dict]:
     for label, signers, n_codes in (("sparse: 20,000 signers over 2,000 codes", 20_000, 2000),
                                     ("dense: 20,000 signers over 200 codes", 20_000, 200)):
         chosen = random.Random(1).sample(codes, n_codes)
-        rows = dedup.generated_signers(signers, 0.3, seed=2026, codes=chosen)
+        rows = synth_signers.generated_signers(signers, 0.3, seed=2026, codes=chosen)
         start = time.perf_counter()
         result = dedup.deduplicate(ledger_frame(rows, 5))
-        figures = dedup.pair_quality([s for s, _, _ in rows], result)
+        figures = synth_signers.pair_quality([s for s, _, _ in rows], result)
         figures["seconds"] = time.perf_counter() - start
         out[label] = figures
         print(f"{label}: precision {figures['precision']:.4f}, recall {figures['recall']:.4f} "
@@ -90,7 +90,7 @@ def quality(codes: list[str]) -> dict[str, dict]:
 def speed(codes: list[str], rows_wanted: int) -> dict:
     signers = int(rows_wanted / 1.6)  # a repeat share of 0.3 adds 2 rows on average: 1.6 rows a signer
     start = time.perf_counter()
-    rows = dedup.generated_signers(signers, 0.3, seed=7, codes=codes)[:rows_wanted]
+    rows = synth_signers.generated_signers(signers, 0.3, seed=7, codes=codes)[:rows_wanted]
     df = ledger_frame(rows, 11)
     rnd = np.random.default_rng(3)
     in_a = rnd.random(len(df)) < 0.5

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz import fuzz
 
-from scan_pipeline import dedup
+from scan_pipeline import dedup, synth_signers
 from scan_pipeline import ledger as L
+from scan_pipeline.config import default_config
 from scan_pipeline.postal import load_postal_list
 
 T0 = "2026-11-23T15:00:00Z"
@@ -118,9 +121,114 @@ def test_precision_and_recall_on_generated_signers() -> None:
     codes = list(load_postal_list().codes)
     rnd = random.Random(3)
     chosen = rnd.sample(codes, 40)  # dense blocks: ~100 signers per postal code
-    rows = dedup.generated_signers(4000, 0.3, seed=2026, codes=chosen)
+    rows = synth_signers.generated_signers(4000, 0.3, seed=2026, codes=chosen)
     df = rows_frame([(name, code) for _, name, code in rows])
-    quality = dedup.pair_quality([s for s, _, _ in rows], dedup.deduplicate(df))
+    quality = synth_signers.pair_quality([s for s, _, _ in rows], dedup.deduplicate(df))
     assert quality["repeated_rows"] > 1000
     assert quality["precision"] >= 0.98, quality
     assert quality["recall"] >= 0.90, quality
+
+
+# --- the array path gives the figures of the one-pair path ---------------------------------------
+
+WORDS = ["DUPONT", "DUP0NT", "MARIE", "MARC", "M", "J", "P", "JEAN", "JEANNE", "PIERRE", "LOUIS", "ROCHE",
+         "RN", "BERNARD", "BEMARD", "ANNE", "SOPHIE", "LEE", "LI", "A", "CLEMENT", "OEMENT"]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(WORDS), min_size=0, max_size=6),
+                          st.lists(st.sampled_from(WORDS), min_size=0, max_size=6)), min_size=1, max_size=30))
+def test_name_scores_are_name_score_exactly(pairs) -> None:
+    a = [tuple(x) for x, _ in pairs]
+    b = [tuple(y) for _, y in pairs]
+    score, initial, variant = dedup.name_scores(a, b)
+    for k, (x, y) in enumerate(zip(a, b, strict=True)):
+        expected = dedup.name_score(x, y)
+        assert (score[k], initial[k], variant[k]) == (expected.score, expected.initial, expected.variant), (x, y)
+
+
+def test_name_scores_on_generated_spellings() -> None:
+    rows = synth_signers.generated_signers(3000, 0.5, seed=4, codes=["75011"])
+    tokens = [dedup.name_tokens(name) for _, name, _ in rows]
+    rnd = random.Random(5)
+    pairs = [(tokens[rnd.randrange(len(tokens))], tokens[rnd.randrange(len(tokens))]) for _ in range(3000)]
+    by_signer: dict[int, list[int]] = {}
+    for k, (signer, _, _) in enumerate(rows):
+        by_signer.setdefault(signer, []).append(k)
+    pairs += [(tokens[a], tokens[b]) for ks in by_signer.values() for a, b in itertools.combinations(ks, 2)]
+    score, initial, variant = dedup.name_scores([x for x, _ in pairs], [y for _, y in pairs])
+    assert (score >= 87).sum() > 50 and initial.any() and variant.any()  # the set exercises every case
+    for k, (x, y) in enumerate(pairs):
+        expected = dedup.name_score(x, y)
+        assert (score[k], initial[k], variant[k]) == (expected.score, expected.initial, expected.variant), (x, y)
+
+
+def reference_edges(df: pd.DataFrame, cfg) -> dict[tuple[int, int], tuple[float, bool, bool]]:
+    """find_edges written the slow, obvious way: every pair of names of a block, one at a time."""
+    tokens = [dedup.name_tokens(x) for x in df["name"]]
+    keys = [" ".join(sorted(t)) for t in tokens]
+    postal, flags = df["postal_code"].tolist(), df["flags"].tolist()
+    cutoff = cfg.possible_score - cfg.prefilter_margin
+    first: dict[tuple[str, str], int] = {}
+    for i in range(len(df)):
+        if tokens[i] and postal[i] and df["status"].iat[i] != "rejected":
+            first.setdefault((postal[i], keys[i]), i)
+    reps = sorted(first.values())
+    found: list[tuple[int, int]] = []  # in the order the product looks: close keys, initials, corrected codes
+
+    def reduces_to(q: int, r: int) -> bool:
+        return any(len(t) == 1 for t in tokens[q]) and dedup._initial_form(tokens[q]) in dedup._initial_forms(tokens[r])
+
+    for a, b in itertools.combinations(reps, 2):
+        if postal[a] == postal[b] and fuzz.ratio(keys[a], keys[b], score_cutoff=cutoff):
+            found.append((a, b))
+    for q, r in itertools.permutations(reps, 2):
+        if postal[q] == postal[r] and reduces_to(q, r):
+            found.append((q, r))
+    dep = dedup._departement_of()
+    eligible = [i for i in range(len(df)) if tokens[i] and postal[i] and df["status"].iat[i] != "rejected"]
+    for i in eligible:
+        if "postal_corrected" in flags[i].split(";"):
+            for j in eligible:
+                if (postal[j] != postal[i] and dep(postal[j]) == dep(postal[i])
+                        and fuzz.ratio(keys[i], keys[j], score_cutoff=cutoff)):
+                    found.append((i, j))
+    edges = {}
+    for i, j in found:
+        pair = (min(i, j), max(i, j))
+        if pair in edges:
+            continue
+        match = dedup.Match(100.0, False, False) if keys[i] == keys[j] else dedup.name_score(tokens[i], tokens[j])
+        edges[pair] = (match.score, match.initial, match.variant)
+    return {pair: m for pair, m in edges.items() if m[0] >= cfg.possible_score}
+
+
+def test_find_edges_is_the_pairwise_comparison() -> None:
+    codes = ["75011", "75012", "75013", "69001"]
+    rows = synth_signers.generated_signers(400, 0.4, seed=9, codes=codes)
+    rnd = random.Random(9)
+    flags = ["postal_corrected" if rnd.random() < 0.05 else "" for _ in rows]
+    # a corrected code may be a neighbour of the signer's real one
+    items = [(name, rnd.choice(codes[:3]) if flag and code != "69001" else code)
+             for (_, name, code), flag in zip(rows, flags, strict=True)]
+    df = rows_frame(items, flags=flags)
+    df.loc[rnd.sample(range(len(df)), 10), "status"] = "rejected"
+    cfg = default_config().dedup
+    names = dedup.read_names(df["name"].to_numpy(dtype=object))
+    eligible = (df["status"] != "rejected").to_numpy() & (df["postal_code"] != "").to_numpy() & (names.count > 0)
+    edges, _ = dedup.find_edges(df, cfg, eligible, names)
+    fast = {(i, j): (s, a, v) for i, j, s, a, v in zip(edges.i.tolist(), edges.j.tolist(), edges.score.tolist(),
+                                                        edges.initial.tolist(), edges.variant.tolist(), strict=True)}
+    slow = reference_edges(df, cfg)
+    assert len(slow) > 100 and any(m[1] for m in slow.values())  # initials among them
+    assert any(df["postal_code"].iat[i] != df["postal_code"].iat[j] for i, j in slow)  # corrected codes too
+    assert fast == slow
+
+
+def test_generated_signers_are_reproducible() -> None:
+    codes = ["75011", "69001"]
+    first = synth_signers.generated_signers(300, 0.3, seed=1, codes=codes)
+    assert first == synth_signers.generated_signers(300, 0.3, seed=1, codes=codes)
+    assert first != synth_signers.generated_signers(300, 0.3, seed=2, codes=codes)
+    assert {code for _, _, code in first} == set(codes)
+    assert len(first) > 300  # some signed again

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -478,6 +479,46 @@ def test_fast_check_agrees_with_jsonschema() -> None:
         assert passes(variant) == (not list(validator.iter_errors(variant)))
 
 
+def _broken_frames() -> list[pd.DataFrame]:
+    """Frames with one problem each, of every kind the column-wise check looks for."""
+    rows = [ledger_dict(i, name=f"Person {chr(65 + i)}") for i in range(4)]
+    rows[3]["status"], rows[3]["duplicate_of"] = "duplicate", rows[0]["signature_id"]
+    broken = []
+    for column, value in (("postal_code", "1000"), ("postal_code", "01000\n"), ("processed_at", "yesterday"),
+                          ("processed_at", T0 + "\n"), ("source_file", ""), ("status", "done"),
+                          ("signature_id", rows[1]["signature_id"]), ("signature_id", "0123456789abcdef-01"),
+                          ("signature_id", rows[2]["signature_id"][:-2] + "7"), ("row_number", "07"),
+                          ("page_sha256", sha("other")), ("duplicate_of", "0123456789abcdef-01"),
+                          ("duplicate_of", ""), ("name_confidence", "0.9"), ("page", "0")):
+        changed = [dict(r) for r in rows]
+        changed[2 if column != "duplicate_of" else 3][column] = value
+        broken.append(frame(changed))
+    missing = frame(rows)
+    missing.loc[1, "commune"] = float("nan")  # a missing cell
+    broken.append(missing)
+    not_text = frame(rows).astype(object)
+    not_text.loc[0, "name"] = 12
+    broken.append(not_text)
+    return [frame(rows), *broken]
+
+
+def test_column_wise_check_agrees_with_the_row_by_row_check() -> None:
+    frames = _broken_frames()
+    verdicts = []
+    for df in frames:
+        rowwise = L._row_problems((f"row {i}", r) for i, r in L._frame_rows(df))
+        assert L._fast_valid(df) == (rowwise == []), rowwise
+        verdicts.append(rowwise == [])
+    assert verdicts[0] and not any(verdicts[1:])  # the first is valid, every other one is not
+
+
+def test_ids_are_checked_through_page_and_row() -> None:
+    assert L._id_follows_from_parts()  # the shipped schema lets the id be checked through its parts
+    pattern = L.load_schema()["properties"]["signature_id"]["pattern"]
+    for digest, number in ((sha("x"), 0), (sha("y"), 7), (sha("z"), 35), (sha("w"), 1234)):
+        assert re.search(pattern, L.signature_id(digest, number))
+
+
 def test_trailing_newline_does_not_sneak_past_a_pattern() -> None:
     problems = L.validate_ledger_frame(frame([ledger_dict(0, postal="01000\n")]))
     assert problems == ["row 1 (line 2), column postal_code: ends with a line break"]
@@ -574,6 +615,33 @@ def test_merge_is_order_independent(order: list[int]) -> None:
         reference = Path(tmp) / "R.csv"
         L.merge_ledgers(paths, reference)
         assert out.read_bytes() == reference.read_bytes()
+
+
+def test_merge_details_are_json_lines(tmp_path: Path) -> None:
+    """Rows with details of their own and rows without (formatted without json.dumps) read back alike."""
+    a, b, out = tmp_path / "A.csv", tmp_path / "B.csv", tmp_path / "M.csv"
+    rows = [ledger_dict(i, name=name) for i, name in enumerate(["Marie Dupont", "DUPONT Marie", "Jean Martin",
+                                                                 "Léa Roux", "DUPONT M."])]
+    L.write_ledger(frame(rows[:3]), a)  # no details file
+    L.write_ledger(frame(rows[2:]), b)  # row 2 is in both
+    extra = {"signature_id": rows[3]["signature_id"], "name_alternatives": ["LÉA \"ROUX\""], "merged_from": ["x"]}
+    L.sidecar_paths(b).details.write_text(json.dumps(extra, ensure_ascii=False) + "\n", encoding="utf-8")
+    L.merge_ledgers([b, a], out)
+    df = L.read_ledger(out)
+    lines = L.sidecar_paths(out).details.read_text("utf-8").splitlines()
+    details = [json.loads(x) for x in lines]
+    assert [d["signature_id"] for d in details] == df["signature_id"].tolist()
+    for line, obj in zip(lines, details, strict=True):
+        assert line == json.dumps(obj, ensure_ascii=False)  # the very text json.dumps gives
+    by_id = {d["signature_id"]: d for d in details}
+    assert by_id[rows[2]["signature_id"]]["merged_from"] == sorted([str(a), str(b)])
+    assert by_id[rows[0]["signature_id"]]["merged_from"] == [str(a)]
+    assert by_id[rows[3]["signature_id"]]["name_alternatives"] == ["LÉA \"ROUX\""]
+    assert list(by_id[rows[3]["signature_id"]]) == ["signature_id", "name_alternatives", "merged_from",
+                                                    "duplicate_candidates"]
+    dupont = [rows[k]["signature_id"] for k in (0, 1, 4)]
+    assert by_id[dupont[1]]["duplicate_candidates"] == [dupont[0], dupont[2]]  # the signer's other rows
+    assert by_id[rows[2]["signature_id"]]["duplicate_candidates"] == []
 
 
 def test_erase_removes_rows_crops_details_and_stays_erased(tmp_path: Path) -> None:
