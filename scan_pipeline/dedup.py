@@ -364,15 +364,18 @@ class Edges:
     same_code: np.ndarray
 
 
-def order_rank(df: pd.DataFrame) -> np.ndarray:
-    """Each row's place in 'earliest' order: processed_at, source_file, page, row_number (as integers)."""
+def order_rank(df: pd.DataFrame, tie: np.ndarray | None = None) -> np.ndarray:
+    """Each row's place in 'earliest' order: processed_at, source_file, page, row_number (as integers).
+
+    Rows equal on all four keep their order in the frame, or the order of `tie` (one number per row).
+    """
     n = len(df)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     at = pd.factorize(df["processed_at"].to_numpy(dtype=object), sort=True)[0]
     src = pd.factorize(df["source_file"].to_numpy(dtype=object), sort=True)[0]
     page, row = _as_integers(df["page"]), _as_integers(df["row_number"])
-    order = np.lexsort((np.arange(n), row, page, src, at))
+    order = np.lexsort((np.arange(n), *(() if tie is None else (tie,)), row, page, src, at))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return rank

@@ -6,7 +6,8 @@
    dense postal-code blocks. Fixed seeds: the same figures on every run.
 2. Speed: a synthetic ledger of --rows rows (default 1,000,000) in two group ledgers (1% of rows
    in both), merged with `merge_ledgers` in a child process: wall time of the whole merge (read,
-   dedup, write) and the child's peak RSS (resource.getrusage(RUSAGE_CHILDREN)).
+   dedup, write), the child's CPU seconds and peak RSS (resource.getrusage(RUSAGE_CHILDREN)), and
+   the machine's load average before and after (a busy machine stretches the wall time).
 
     python scripts/bench_ledger.py [--rows N] [--out bench-ledger.json] [--skip-speed]
 """
@@ -102,7 +103,10 @@ def speed(codes: list[str], rows_wanted: int) -> dict:
         generated = time.perf_counter() - start
         print(f"generated {len(df)} rows in two ledgers ({a.stat().st_size + b.stat().st_size} bytes) "
               f"in {generated:.1f} s; merging...")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = usage.ru_maxrss
+        cpu_before = usage.ru_utime + usage.ru_stime
+        load_before = os.getloadavg()
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", CHILD, str(out), str(a), str(b)], capture_output=True,
                               text=True, check=False)
@@ -110,14 +114,19 @@ def speed(codes: list[str], rows_wanted: int) -> dict:
         if proc.returncode:
             raise SystemExit(f"merge failed:\n{proc.stderr}")
         child = json.loads(proc.stdout)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = usage.ru_maxrss
+        cpu = usage.ru_utime + usage.ru_stime - cpu_before
+        load_after = os.getloadavg()
     figures = {"rows": len(df), "signers": signers, "process_wall_seconds": wall, **child,
-               "peak_rss_mib": peak / 1024, "peak_rss_before_mib": before / 1024}
+               "process_cpu_seconds": cpu, "peak_rss_mib": peak / 1024, "peak_rss_before_mib": before / 1024,
+               "load_average_before": load_before, "load_average_after": load_after}
     print(f"merge+dedup of {child['rows_read']} input rows -> {child['rows_total']}: {child['wall_seconds']:.1f} s "
-          f"in the merge ({wall:.1f} s with Python start-up), stages "
+          f"in the merge ({wall:.1f} s with Python start-up, {cpu:.1f} CPU s), stages "
           + ", ".join(f"{k} {v:.1f} s" for k, v in child["stages"].items())
           + f"; peak RSS {peak / 1024:.0f} MiB; {child['duplicates']} duplicates, "
-          f"{child['possible_duplicates']} possible")
+          f"{child['possible_duplicates']} possible; load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after ({os.cpu_count()} CPUs)")
     return figures
 
 

@@ -467,6 +467,34 @@ def test_bom_short_rows_and_inconsistent_ids_are_reported(tmp_path: Path) -> Non
     assert "row 2 (line 3), column signature_id" in message
 
 
+@pytest.mark.parametrize("edit, expected", [
+    (lambda lines: [lines[0], lines[1].rsplit(",", 1)[0], *lines[2:]], "row 1 (line 2): has 19 values, expected 20"),
+    (lambda lines: [lines[0], lines[1] + ",", *lines[2:]], "has 21 values, expected 20"),
+    (lambda lines: [lines[0], lines[1], "", *lines[2:]], "row 2 (line 3): has 0 values, expected 20"),
+    (lambda lines: [lines[0], lines[1].rsplit(",", 1)[0], lines[2] + ",", *lines[3:]], "has 19 values"),
+])
+def test_hand_edits_of_a_file_without_quotes_are_found(tmp_path: Path, edit, expected: str) -> None:
+    # no quotes in the file: the quick reader counts commas instead of writing the frame out again
+    ledger = tmp_path / "L.csv"
+    _valid_ledger(ledger)
+    lines = ledger.read_text("utf-8").split("\n")[:-1]
+    ledger.write_text("\n".join(edit(lines)) + "\n", encoding="utf-8")
+    with pytest.raises(LedgerError) as info:
+        L.read_ledger(ledger)
+    assert expected in str(info.value)
+
+
+def test_a_file_with_quotes_reads_back_exactly(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    rows = [ledger_dict(i, name=name) for i, name in enumerate(['DUPONT, Marie', 'Jean "Jo" Martin', "Léa"])]
+    L.write_ledger(frame(rows), ledger)
+    assert b'"' in ledger.read_bytes()
+    assert L.read_ledger(ledger).equals(frame(rows))
+    ledger.write_bytes(ledger.read_bytes().replace(b'"DUPONT, Marie"', b'"DUPONT, Marie" '))  # not canonical
+    with pytest.raises(LedgerError):
+        L.read_ledger(ledger)
+
+
 def test_fast_check_agrees_with_jsonschema() -> None:
     validator = Draft202012Validator(L.load_schema())
     base = ledger_dict(0)
