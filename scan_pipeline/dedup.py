@@ -29,11 +29,13 @@ than four words, initials, corrected postal codes).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -313,6 +315,23 @@ def _pair_scores(tokens: list[tuple[str, ...]], a: np.ndarray, b: np.ndarray,
 # --- the dedup pass -----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector off for a while (then back as it was).
+
+    Work on a million rows creates millions of lists and tuples; every so often the collector walks
+    all of them looking for cycles this code never makes (seconds on a large merge). Memory is still
+    freed as usual, by reference counting.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass
 class DedupResult:
     frame: pd.DataFrame
@@ -525,9 +544,7 @@ def _edges(i, j, score, initial, variant, same_code) -> Edges:
 
 def _corrected_pairs(df: pd.DataFrame, idx: np.ndarray, key_text: np.ndarray, cutoff: float) -> list[tuple[int, int]]:
     """Rows whose postal code was corrected, with close names of their département's other codes."""
-    flags = df["flags"].to_numpy(dtype=object)[idx]
-    corrected = idx[np.fromiter((CORRECTED_FLAG in f.split(";") for f in flags.tolist()), dtype=bool,
-                                count=len(idx))] if len(idx) else idx
+    corrected = idx[_has_flag(df["flags"].to_numpy(dtype=object)[idx], CORRECTED_FLAG)]
     if corrected.size == 0:
         return []
     postal = df["postal_code"].to_numpy(dtype=object)
@@ -550,6 +567,13 @@ def _corrected_pairs(df: pd.DataFrame, idx: np.ndarray, key_text: np.ndarray, cu
             if postal[i] != postal[j]:
                 pairs.append((i, j))
     return pairs
+
+
+def _has_flag(flags: np.ndarray, flag: str) -> np.ndarray:
+    """Which rows' flags (text, ';'-separated) hold `flag`: each distinct value looked at once."""
+    code, distinct = pd.factorize(flags)
+    has = np.array([flag in f.split(";") for f in distinct.tolist()] + [False], dtype=bool)
+    return has[code]  # (an empty frame gives no codes)
 
 
 def _hamming(a: str, b: str) -> int:
@@ -639,24 +663,21 @@ def _join(signers: _Signers, edges: Edges, certain: np.ndarray, tokens: list[tup
 
 
 def _group_candidates(roots: np.ndarray, rank: np.ndarray, ids: np.ndarray, limit: int) -> dict[str, list[str]]:
-    """For each row of a signer with several rows: the signer's other rows, earliest first."""
+    """For each row of a signer with several rows: the signer's other rows, earliest first (at most limit)."""
     n = len(roots)
     size = np.bincount(roots, minlength=n)
     grouped = np.flatnonzero(size[roots] > 1)
-    if grouped.size == 0 or limit <= 0:
-        return {sid: [] for sid in ids[grouped].tolist()}
+    if grouped.size == 0:
+        return {}
     order = grouped[np.lexsort((rank[grouped], roots[grouped]))]
     starts = np.flatnonzero(np.r_[True, np.diff(roots[order]) != 0])
     sizes = np.diff(np.r_[starts, len(order)])
-    pairs = starts[sizes == 2]  # most signers who signed again did so once: no loop for them
-    a, b = ids[order[pairs]].tolist(), ids[order[pairs + 1]].tolist()
-    candidates: dict[str, list[str]] = dict(zip(a, ([x] for x in b), strict=True))
-    candidates.update(zip(b, ([x] for x in a), strict=True))
-    members = ids[order].tolist()
-    for start, count in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist(), strict=True):
-        group = members[start:start + count]
-        for k, sid in enumerate(group):
-            candidates[sid] = (group[:k] + group[k + 1:])[:limit]
+    candidates: dict[str, list[str]] = {}
+    for width in np.unique(sizes).tolist():  # signers with the same number of rows: one table
+        table = ids[order[starts[sizes == width][:, None] + np.arange(width)]]
+        for k in range(width):
+            others = [j for j in range(width) if j != k][:max(limit, 0)]
+            candidates.update(zip(table[:, k].tolist(), table[:, others].tolist(), strict=True))
     return candidates
 
 
@@ -667,7 +688,11 @@ def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> DedupResult
     first, then set again from what the ledger holds now. Rows with status corrected or rejected keep
     their status and flags; a rejected row is never compared.
     """
-    cfg = cfg or default_config().dedup
+    with gc_paused():
+        return _deduplicate(df, cfg or default_config().dedup)
+
+
+def _deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
     out = df.copy(deep=False)
     n = len(out)
     if n == 0:
@@ -678,7 +703,7 @@ def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> DedupResult
     ids = out["signature_id"].to_numpy(dtype=object)
     handled = np.isin(status, HANDLED)
 
-    stale = np.flatnonzero(~handled & pd.Series(flags).str.contains(POSSIBLE_FLAG, regex=False).to_numpy(dtype=bool))
+    stale = np.flatnonzero(~handled & _has_flag(flags, POSSIBLE_FLAG))
     for i in stale.tolist():
         flags[i] = ";".join(x for x in flags[i].split(";") if x != POSSIBLE_FLAG)
     names = read_names(out["name"].to_numpy(dtype=object))

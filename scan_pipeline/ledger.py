@@ -1117,7 +1117,7 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
     if not inputs:
         raise LedgerError("no input ledger to merge", hint="name at least one ledger CSV")
     t0 = time.perf_counter()
-    with ledger_lock(out, timeout=lock_timeout):
+    with ledger_lock(out, timeout=lock_timeout), dedup.gc_paused():
         frames: list[pd.DataFrame] = []
         labels: list[str] = []
         details: dict[str, dict[str, Any]] = {}
