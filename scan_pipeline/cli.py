@@ -426,6 +426,81 @@ def ledger_erase(
               f"{summary.repointed} duplicate(s) re-pointed; {summary.rows_total} row(s) left")
 
 
+# --- review: the volunteers' spreadsheet --------------------------------------------------------
+
+review_app = typer.Typer(help="The volunteers' review spreadsheet: flagged rows out, corrections back in.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+@handles_errors
+def review_export(
+    ledger: Annotated[Path, typer.Option("--ledger", "-l", help="The ledger CSV to review.")],
+    out_xlsx: Annotated[Path, typer.Option("--out", "-o", help="The workbook to write (.xlsx).")],
+    all_rows: Annotated[bool, typer.Option("--all", help="Every row, not only the rows to review.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows (in paper order).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Write the rows to review (status review) to a workbook for volunteers.
+
+    Each line shows the images of the name, postal-code and signature cells (from LEDGER.crops/),
+    the machine's readings with their confidence and other readings, the flags in words, and
+    yellow cells to correct name, postal_code, signature and choose a decision. It opens in
+    LibreOffice and Excel; send it back and run `scan-pipeline review import`.
+    """
+    from .review import export_review
+
+    summary = export_review(ledger, out_xlsx, all_rows=all_rows, limit=limit, force=force)
+    missing = f", {summary.images_missing} image(s) missing" if summary.images_missing else ""
+    err.print(f"{summary.rows} line(s) written ({summary.to_review} row(s) to review in the ledger), "
+              f"{summary.images} image(s){missing}; {summary.seconds:.1f} s")
+    err.print(f"review file: {summary.path}")
+
+
+@review_app.command("import")
+@handles_errors
+def review_import(
+    review_file: Annotated[Path, typer.Argument(help="The returned file: .xlsx, .ods or .csv.", show_default=False)],
+    ledger: Annotated[Path, typer.Option("--ledger", "-l", help="The ledger the file was exported from.")],
+    reviewer: Annotated[str | None, typer.Option(
+        "--reviewer", help="Who reviewed (default: the name typed in the file, else your user name).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and show what would change; write nothing.")
+                       ] = False,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Apply the valid lines even when others are invalid (those are listed).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Apply a returned review file to the ledger.
+
+    Lines are matched by signature_id (sorted or deleted lines are fine); an empty line changes
+    nothing. Every line is checked first: if any is invalid, all problems are listed with their
+    spreadsheet row and nothing is applied (exit 7), unless --skip-invalid. Importing the same
+    file twice changes nothing.
+    """
+    from .config import load_config
+    from .review import import_review
+
+    summary = import_review(review_file, ledger, reviewer=reviewer, dry_run=dry_run, skip_invalid=skip_invalid,
+                            dedup_config=load_config(config).dedup)
+    for problem in summary.invalid:
+        err.print(f"[yellow]skipped:[/] {problem}", markup=True)
+    err.print(f"{summary.lines} line(s) read, {summary.blank} left empty; {summary.confirmed} confirmed, "
+              f"{summary.corrected} corrected, {summary.rejected} rejected, {summary.duplicates} marked duplicate, "
+              f"{summary.unchanged} already in the ledger" + (f", {len(summary.invalid)} skipped as invalid"
+                                                             if summary.invalid else ""))
+    if summary.sent_back:
+        err.print(f"{summary.sent_back} of them may repeat another row now (status review: export again)")
+    if summary.other_rows:
+        err.print(f"{summary.other_rows} other row(s) changed by deduplication")
+    if summary.dry_run:
+        err.print("dry run: nothing was written")
+    elif summary.written:
+        err.print(f"ledger: {ledger} (reviewed by {summary.reviewer})")
+    else:
+        err.print("nothing to change: the ledger was not written")
+
+
 def run() -> None:
     app()
 

@@ -12,6 +12,7 @@ packages=(
   fonts-dkg-handwriting fonts-breip fonts-humor-sans fonts-rufscript fonts-comic-neue fonts-dancingscript
   python3-venv
   chromium                          # the tests render `process --report` in headless Chromium
+  libreoffice-calc-nogui fonts-crosextra-carlito  # the review tests open the workbook in LibreOffice (Carlito: Calibri's widths)
 )
 if [[ "${1:-}" == "--with-libreoffice" ]]; then
   packages+=(libreoffice-calc-nogui)
