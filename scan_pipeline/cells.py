@@ -49,25 +49,69 @@ def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfi
     return RowCells(row_number=row.number or 0, boxes=row.cells, crops=tuple(crops), ink=tuple(inks))
 
 
-def trim_to_ink(crop: np.ndarray, threshold: int = 160, pad: int = 4) -> np.ndarray | None:
-    """The crop cut to its ink, or None when it holds none."""
+def ink_box(crop: np.ndarray, threshold: int = 160, pad: int = 4) -> Box | None:
+    """The box of the crop's ink with `pad` pixels around (within the crop), or None when it holds none."""
     ys, xs = np.nonzero(crop < threshold)
     if len(xs) < 8:
         return None
-    y0, y1 = max(0, ys.min() - pad), min(crop.shape[0], ys.max() + pad + 1)
-    x0, x1 = max(0, xs.min() - pad), min(crop.shape[1], xs.max() + pad + 1)
-    return crop[y0:y1, x0:x1]
+    return Box(max(0, int(xs.min()) - pad), max(0, int(ys.min()) - pad),
+               min(crop.shape[1], int(xs.max()) + pad + 1), min(crop.shape[0], int(ys.max()) + pad + 1))
+
+
+def trim_to_ink(crop: np.ndarray, threshold: int = 160, pad: int = 4) -> np.ndarray | None:
+    """The crop cut to its ink, or None when it holds none."""
+    box = ink_box(crop, threshold, pad)
+    return None if box is None else crop[box.y0:box.y1, box.x0:box.x1]
+
+
+OCR_BORDER = 16  # white pixels around a line given to Tesseract
+
+
+def scale_line(trimmed: np.ndarray, height: int) -> tuple[np.ndarray, float]:
+    """A line cut to its ink scaled to a fixed text height with a white border, as Tesseract likes, and
+    the scale (a column x of the result is column (x - OCR_BORDER) / scale of the line)."""
+    scale = height / max(trimmed.shape[0], 1)
+    scaled = cv2.resize(trimmed, None, fx=scale, fy=scale,
+                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    b = OCR_BORDER
+    return cv2.copyMakeBorder(scaled, b, b, b, b, cv2.BORDER_CONSTANT, value=255), scale
 
 
 def prepare_for_ocr(crop: np.ndarray, height: int) -> np.ndarray | None:
     """Trim to the ink, scale to a fixed text height, add a white border, as Tesseract likes."""
     trimmed = trim_to_ink(crop)
-    if trimmed is None:
-        return None
-    scale = height / max(trimmed.shape[0], 1)
-    scaled = cv2.resize(trimmed, None, fx=scale, fy=scale,
-                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    return cv2.copyMakeBorder(scaled, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255)
+    return None if trimmed is None else scale_line(trimmed, height)[0]
+
+
+def text_height(image: np.ndarray, threshold: int = 160) -> int:
+    """The height of the line's body: the rows holding the middle 80 % of its ink (ascenders, descenders,
+    accents and stray specks left out)."""
+    ys = np.nonzero(image < threshold)[0]
+    if len(ys) < 8:
+        return image.shape[0]
+    lo, hi = np.percentile(ys, [10, 90])
+    return max(4, int(hi - lo + 1))
+
+
+def ink_gaps(image: np.ndarray, threshold: int = 160) -> list[tuple[int, int]]:
+    """Runs of columns without ink between two inked columns: [x0, x1)."""
+    xs = np.flatnonzero((image < threshold).any(axis=0))
+    if len(xs) < 2:
+        return []
+    return [(int(xs[i] + 1), int(xs[i + 1])) for i in np.flatnonzero(np.diff(xs) > 1)]
+
+
+def word_gaps(image: np.ndarray, min_body: float, min_contrast: float,
+              threshold: int = 160) -> list[tuple[int, int]]:
+    """The line's gaps that may part two words, widest first: at least `min_body` of the letters' body
+    height wide, and `min_contrast` times the line's median gap (block capitals written apart leave
+    wide gaps between all their letters: only a gap that stands out is a space)."""
+    gaps = ink_gaps(image, threshold)
+    if not gaps:
+        return []
+    widths = np.array([x1 - x0 for x0, x1 in gaps])
+    least = max(min_body * text_height(image, threshold), min_contrast * float(np.median(widths)))
+    return sorted((g for g, w in zip(gaps, widths) if w >= least), key=lambda g: g[0] - g[1])
 
 
 def clean_cell(crop: np.ndarray, margin: float, threshold: int = 160) -> np.ndarray:

@@ -29,6 +29,8 @@ class NamesConfig:
     agree_bonus: float
     split_penalty: float
     word_gap: float
+    word_gap_contrast: float
+    space_margin: float
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ TESSDATA_DIRS = (
 class OcrResult:
     text: str
     confidence: float  # 0..1
+    words: tuple[tuple[str, int, int], ...] = ()  # each word with its first and last column + 1 in the image
 
 
 class OcrEngine(Protocol):
@@ -76,7 +77,19 @@ class TesserocrEngine:
         text = self._api.GetUTF8Text().strip()
         confidences = [c for c in self._api.AllWordConfidences() if c >= 0]
         conf = float(np.mean(confidences)) / 100.0 if confidences and text else 0.0
-        return OcrResult(text, conf)
+        return OcrResult(text, conf, self._words() if text else ())
+
+    def _words(self) -> tuple[tuple[str, int, int], ...]:
+        words = []
+        it = self._api.GetIterator()
+        level = self._tesserocr.RIL.WORD
+        while it is not None:
+            word, box = it.GetUTF8Text(level), it.BoundingBox(level)
+            if word and box:
+                words.append((word, box[0], box[2]))
+            if not it.Next(level):
+                break
+        return tuple(words)
 
     def close(self) -> None:
         self._api.End()
@@ -103,10 +116,12 @@ class PytesseractEngine:
             config += f" -c tessedit_char_whitelist={whitelist}"
         data = self._pt.image_to_data(Image.fromarray(image), lang=self._lang, config=config,
                                       output_type=self._pt.Output.DICT)
-        words = [(w, float(c)) for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
+        words = [(w, float(c), int(x), int(x) + int(dx)) for w, c, x, dx in
+                 zip(data["text"], data["conf"], data["left"], data["width"]) if w.strip() and float(c) >= 0]
         if not words:
             return OcrResult("", 0.0)
-        return OcrResult(" ".join(w for w, _ in words), float(np.mean([c for _, c in words])) / 100.0)
+        return OcrResult(" ".join(w[0] for w in words), float(np.mean([w[1] for w in words])) / 100.0,
+                         tuple((w, x0, x1) for w, _, x0, x1 in words))
 
     def close(self) -> None:
         pass
@@ -154,6 +169,7 @@ class RapidRecEngine:
     """
 
     name = "rapidocr"
+    STRIDE = 8  # input columns per output frame
 
     def __init__(self, threads: int = 1, height: int = 28, min_width: int = 186):
         # The model was trained at 48 px high, padded to 320 wide; handwriting in our cells reads better
@@ -185,6 +201,11 @@ class RapidRecEngine:
         padded = np.zeros((self.height, max(width, self._min_width)), np.float32)
         padded[:, :width] = resized / 127.5 - 1.0  # the padding stays 0, as the model was trained
         return np.repeat(padded[None, None], 3, axis=1)
+
+    def frame_at(self, x: float, image_height: int) -> int:
+        """The frame that sees column x of an image of that height (the model's frames are 8 columns
+        of its input apart)."""
+        return int(round(x * self.height / max(image_height, 1) / self.STRIDE))
 
     def frames(self, image: np.ndarray) -> np.ndarray:
         """Per-frame class probabilities (T, classes) of a gray line image (dark ink on white)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from .cells import clean_cell, prepare_for_ocr, trim_to_ink
+from .cells import OCR_BORDER, clean_cell, ink_box, scale_line, word_gaps
 from .config import NamesConfig, default_config
 from .engines import OcrEngine, RapidRecEngine
 from .lexicon import ALPHABET, Lexicon, fold, load_lexicon
@@ -179,12 +179,6 @@ class WordChoice:
     score: float = -1e9  # log weight of the best: CTC likelihood + prior + agreement
 
 
-def _segments(words: list[tuple[str, int, int]], t_len: int) -> list[tuple[int, int]]:
-    """Frame ranges of the words: each runs to halfway across the gap to its neighbours."""
-    cuts = [0] + [(a[2] + b[1] + 1) // 2 for a, b in zip(words, words[1:])] + [t_len]
-    return [(cuts[i], cuts[i + 1]) for i in range(len(words))]
-
-
 def _max_distance(word: str) -> int:
     return 1 if len(word) <= 3 else 2
 
@@ -231,26 +225,51 @@ def _tess_readings(word: str, tess_words: list[str]) -> list[str]:
     return near
 
 
-def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], segments: list[tuple[int, int]],
-                  tess_words: list[str], lexicon: Lexicon, config: NamesConfig) -> list[WordChoice]:
-    """Each word's choice; two neighbours are read as one word when that spells the frames better
-    (a pause inside a word is often taken for a space)."""
-    def choose(word: str, a: int, b: int) -> WordChoice:
-        tess = _tess_readings(word, tess_words)
-        return choose_word(_segment_frames(frames, a, b), [word, *tess], lexicon, config,
-                           tess[0] if tess else "")
+def _segments(words: list[tuple[str, int, int]], t_len: int) -> list[tuple[int, int]]:
+    """Frame ranges of the words: each runs to halfway across the gap to its neighbours."""
+    cuts = [0] + [(a[2] + b[1] + 1) // 2 for a, b in zip(words, words[1:])] + [t_len]
+    return [(cuts[i], cuts[i + 1]) for i in range(len(words))]
 
-    out: list[tuple[WordChoice, str, int, int]] = []
-    for (word, _, _), (a, b) in zip(words, segments):
-        choice = choose(word, a, b)
-        if out:
-            prev, prev_word, pa, _ = out[-1]
-            merged = choose(prev_word + word, pa, b)
-            if merged.score >= prev.score + choice.score + config.split_penalty:
-                out[-1] = (merged, prev_word + word, pa, b)
+
+def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_frames: list[int],
+                  tess_words: list[str], lexicon: Lexicon,
+                  config: NamesConfig) -> list[tuple[WordChoice, int, int]]:
+    """Each word's choice with its frames.
+
+    - A word the model read across a wide gap in the ink (`gap_frames`, widest first) is read as two
+      when that spells the frames and names better: at low resolution the model often sees no space
+      between two words (`BONNETANAIS`).
+    - Two neighbours are read as one word when that spells the frames better (a pause inside a word
+      is often taken for a space)."""
+    def choose(a: int, b: int, word: str | None = None) -> WordChoice:
+        seg = _segment_frames(frames, a, b)
+        if word is None:
+            word = "".join(w for w, _, _ in best_path(seg))
+        if not word:
+            return WordChoice("", 0.0, (), -1e9)
+        tess = _tess_readings(word, tess_words)
+        return choose_word(seg, [word, *tess], lexicon, config, tess[0] if tess else "")
+
+    def split(choice: WordChoice, a: int, b: int, depth: int = 0) -> list[tuple[WordChoice, int, int]]:
+        if depth >= 2:
+            return [(choice, a, b)]
+        for g in (g for g in gap_frames if a + 2 <= g <= b - 2):
+            left, right = choose(a, g), choose(g, b)
+            if left.score + right.score >= choice.score + config.space_margin:
+                return split(left, a, g, depth + 1) + split(right, g, b, depth + 1)
+        return [(choice, a, b)]
+
+    out: list[tuple[WordChoice, int, int]] = []
+    for (word, _, _), (a, b) in zip(words, _segments(words, frames.shape[0])):
+        parts = split(choose(a, b, word), a, b)
+        if out and len(parts) == 1:
+            prev, pa, _ = out[-1]
+            merged = choose(pa, b)
+            if merged.score >= prev.score + parts[0][0].score + config.split_penalty:
+                out[-1] = (merged, pa, b)
                 continue
-        out.append((choice, word, a, b))
-    return [c for c, _, _, _ in out]
+        out.extend(parts)
+    return [(c, a, b) for c, a, b in out if c.key]
 
 
 def _case_words(raw: str) -> list[str]:
@@ -318,11 +337,13 @@ def read_name_details(crop: np.ndarray, engine: OcrEngine, config: NamesConfig,
     of the neighbours' ink; None for a crop already cut to its writing."""
     if cell_margin is not None:
         crop = clean_cell(crop, cell_margin)
-    trimmed = trim_to_ink(crop, pad=1)
-    if trimmed is None:
+    box = ink_box(crop, pad=1)
+    if box is None:
         return None
-    image = prepare_for_ocr(crop, config.ocr_height_px)
-    tess = engine.read_line(image) if image is not None else None
+    trimmed = crop[box.y0:box.y1, box.x0:box.x1]
+    wide = ink_box(crop, pad=4)  # Tesseract reads best with a little more paper around
+    image, scale = scale_line(crop[wide.y0:wide.y1, wide.x0:wide.x1], config.ocr_height_px)
+    tess = engine.read_line(image)
     tess_text = clean_text(tess.text) if tess else ""
     tess_conf = tess.confidence if tess else 0.0
     tess_words = [fold(w) for w in tess_text.split()]
@@ -333,20 +354,25 @@ def read_name_details(crop: np.ndarray, engine: OcrEngine, config: NamesConfig,
         return NameReading(value, tess.text if tess else "", tess_text, tess_conf, "", tuple(tess_words),
                            tuple(feats.items()), min(tess_conf, 0.85), ())
     lexicon = lexicon or load_lexicon()
-    probs = second.frames(second_image(trimmed, second))
+    probs = second.frames(trimmed)
     rapid_raw = second.decode(probs).text
     frames = fold_frames(probs, second)
     words = best_path(frames)
-    if not words:
-        words = [(w, 0, frames.shape[0] - 1) for w in tess_words[:1]]
-    segments = _segments(words, frames.shape[0])
-    choices = _choose_words(frames, words, segments, tess_words, lexicon, config)
-    keys = [c.key for c in choices]
-    posts = [c.posterior for c in choices]
-    alts = [c.alternatives for c in choices]
+    # where the line may part into words: first where Tesseract saw a space, then the ink's wide gaps
+    shift = box.x0 - wide.x0
+    spaces = [((a[2] + b[1]) / 2 - OCR_BORDER) / scale - shift for a, b in zip(tess.words, tess.words[1:])]
+    spaces += [(x0 + x1) / 2 for x0, x1 in word_gaps(trimmed, config.word_gap, config.word_gap_contrast)]
+    gap_frames = list(dict.fromkeys(second.frame_at(x, trimmed.shape[0]) for x in spaces))
+    found = _choose_words(frames, words, gap_frames, tess_words, lexicon, config)
+    if not found and tess_words:  # the model saw no letter: Tesseract's first word, weighed on the frames
+        seg = _segment_frames(frames, 0, frames.shape[0])
+        found = [(choose_word(seg, tess_words[:1], lexicon, config, tess_words[0]), 0, frames.shape[0])]
+    keys = [c.key for c, _, _ in found]
+    posts = [c.posterior for c, _, _ in found]
+    alts = [c.alternatives for c, _, _ in found]
     raw_words = _case_words(tess_text)  # Tesseract tells capitals from small letters better
     if len(raw_words) != len(keys):
-        raw_words = _case_words(rapid_raw)
+        raw_words = [clean_text(second.decode(probs[a:b]).text).replace(" ", "") for _, a, b in found]
     keys, raw_words = _order(keys, raw_words, lexicon)
     text = _display(keys, raw_words, lexicon)
     value = ledger_form(text)
@@ -367,10 +393,6 @@ def read_name_details(crop: np.ndarray, engine: OcrEngine, config: NamesConfig,
         raw = f"{rapid_raw} | {tess.text}" if rapid_raw else tess.text
     return NameReading(value, raw, tess_text, tess_conf, rapid_raw, tuple(keys), tuple(feats.items()), conf,
                        tuple(dict.fromkeys(a for a in alternatives if a and a != value))[:4])
-
-
-def second_image(trimmed: np.ndarray, engine: RapidRecEngine) -> np.ndarray:
-    return trimmed
 
 
 def read_name(crop: np.ndarray, has_ink: bool, engine: OcrEngine, config: NamesConfig,

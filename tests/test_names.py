@@ -13,6 +13,7 @@ from scan_pipeline.lexicon import ALPHABET, fold, load_lexicon
 from scan_pipeline.names import (
     _BLANK,
     _CLASSES,
+    _choose_words,
     best_path,
     choose_word,
     clean_text,
@@ -152,3 +153,35 @@ def test_tesseract_alone_still_reads_but_never_accepts(tess):
     field, _ = read_name(_cell("DUPONT Marie"), True, tess, CONFIG)
     assert fold(field.value) == "DUPONT MARIE"
     assert field.band != "accept"
+
+
+# --- words: where a line parts ---------------------------------------------------------------------
+
+def _keys(found):
+    return [c.key for c, _, _ in found]
+
+
+def test_a_space_the_model_missed_is_found_at_a_gap(lexicon):
+    # the model read BONNETANAIS in one piece (low resolution); the ink has a wide gap after BONNET
+    frames = _frames("BONNETANAIS")
+    words = best_path(frames)
+    assert [w for w, _, _ in words] == ["BONNETANAIS"]
+    assert _keys(_choose_words(frames, words, [12], ["BONNET", "ANAIS"], lexicon, CONFIG)) == ["BONNET", "ANAIS"]
+    assert _keys(_choose_words(frames, words, [12], [], lexicon, CONFIG)) == ["BONNET", "ANAIS"]
+    # without a gap there, the line stays one word
+    assert _keys(_choose_words(frames, words, [], [], lexicon, CONFIG)) == ["BONNETANAIS"]
+
+
+def test_a_gap_inside_a_known_name_does_not_split_it(lexicon):
+    frames = _frames("BERNARD")  # letters written apart: a gap after BER
+    words = best_path(frames)
+    assert _keys(_choose_words(frames, words, [6], ["BERNARD"], lexicon, CONFIG)) == ["BERNARD"]
+
+
+def test_two_names_written_close_are_read_as_two(tess, second):
+    if second is None:
+        pytest.skip("the second name reader is not installed")
+    cell = _cell("BONNET  ANAIS", height=40, width=300)
+    small = np.asarray(Image.fromarray(cell).resize((180, 24), Image.Resampling.LANCZOS))
+    field, _ = read_name(small, True, tess, CONFIG, second)
+    assert field.value == "BONNET Anaïs"
