@@ -484,7 +484,7 @@ def review_import(
     summary = import_review(review_file, ledger, reviewer=reviewer, dry_run=dry_run, skip_invalid=skip_invalid,
                             dedup_config=load_config(config).dedup)
     for problem in summary.invalid:
-        err.print(f"[yellow]skipped:[/] {problem}", markup=True)
+        err.print(f"[yellow]skipped:[/] {escape(str(problem))}", markup=True)
     err.print(f"{summary.lines} line(s) read, {summary.blank} left empty; {summary.confirmed} confirmed, "
               f"{summary.corrected} corrected, {summary.rejected} rejected, {summary.duplicates} marked duplicate, "
               f"{summary.unchanged} already in the ledger" + (f", {len(summary.invalid)} skipped as invalid"
