@@ -39,6 +39,16 @@ def _histogram(word: str) -> np.ndarray:
     return h
 
 
+def _masks(hist: np.ndarray) -> np.ndarray:
+    """Per row of letter counts, a 64-bit mask: bit i if letter i is there, bit 28 + i if it is there twice
+    or more. An edit adds at most one of these bits and removes at most one."""
+    bits = np.arange(len(ALPHABET), dtype=np.uint64)
+    counts = hist[:, :len(ALPHABET)]
+    once = ((counts > 0).astype(np.uint64) << bits).sum(axis=1, dtype=np.uint64)
+    twice = ((counts > 1).astype(np.uint64) << (bits + np.uint64(len(ALPHABET)))).sum(axis=1, dtype=np.uint64)
+    return once | twice
+
+
 class Lexicon:
     """Keys sorted by length; letter histograms let `near` skip most keys before measuring edits."""
 
@@ -62,9 +72,10 @@ class Lexicon:
         for j in range(codes.shape[1]):
             hist[rows_, codes[:, j]] += 1
         hist[:, len(ALPHABET)] -= (codes.shape[1] - lengths).astype(np.int16)  # padding is not a letter
-        self._hist = hist
-        self._mask = ((hist[:, :-1] > 0).astype(np.uint32) << np.arange(len(ALPHABET), dtype=np.uint32)).sum(
-            axis=1, dtype=np.uint32)
+        self._mask = _masks(hist)
+        self._tier = np.minimum(self.given_tier, self.surname_tier)
+        self._keys = np.array(self.keys, dtype=object)
+        self._near: dict[tuple[str, int], list[tuple[str, int]]] = {}
 
     def __contains__(self, key: str) -> bool:
         return key in self.index
@@ -101,23 +112,34 @@ class Lexicon:
 
     def near(self, word: str, max_distance: int) -> list[tuple[str, int]]:
         """Lexicon keys within max_distance edits of the folded word, with their distance."""
+        return [(k, d) for d, _, k in self.near_ranked(word, max_distance)]
+
+    def near_ranked(self, word: str, max_distance: int) -> list[tuple[int, int, str]]:
+        """(distance, tier, key) of the lexicon keys within max_distance edits of the folded word, closest
+        then most common first."""
         if not word:
             return []
+        got = self._near.get((word, max_distance))
+        if got is not None:  # a reader asks again for the words of a line it splits and joins
+            return got
         lo = self._start[min(max(1, len(word) - max_distance), len(self._start) - 1)]
         hi = self._start[min(len(word) + max_distance + 1, len(self._start) - 1)]
-        if hi <= lo:
-            return []
-        # one edit brings in at most one letter and takes away at most one: cheap lower bounds on the
-        # distance, first on the set of letters (bit masks), then on their counts
-        h = _histogram(word)
-        q = np.uint32(sum(1 << i for i in range(len(ALPHABET)) if h[i]))
-        masks = self._mask[lo:hi]
-        ok = np.flatnonzero((np.bitwise_count(masks & ~q) <= max_distance)
-                            & (np.bitwise_count(q & ~masks) <= max_distance)) + lo
-        ok = ok[np.abs(self._hist[ok] - h).sum(axis=1) <= 2 * max_distance]
-        keys = [self.keys[i] for i in ok]
-        return [(k, int(d)) for k, d, _ in process.extract(word, keys, scorer=Levenshtein.distance,
-                                                            score_cutoff=max_distance, limit=None)]
+        got = []
+        if hi > lo:
+            # one edit brings in at most one letter and takes away at most one: a cheap lower bound on the
+            # distance on which letters there are, once or more than once (bit masks)
+            q = _masks(_histogram(word)[None])[0]
+            masks = self._mask[lo:hi]
+            ok = np.flatnonzero((np.bitwise_count(masks & ~q) <= max_distance)
+                                & (np.bitwise_count(q & ~masks) <= max_distance)) + lo
+            found = process.extract(word, self._keys[ok].tolist(), scorer=Levenshtein.distance,
+                                    score_cutoff=max_distance, limit=None)
+            tiers = self._tier[ok]
+            got = sorted((int(d), int(tiers[i]), k) for k, d, i in found)
+        if len(self._near) > 4096:
+            self._near.clear()
+        self._near[word, max_distance] = got
+        return got
 
 
 @lru_cache(maxsize=1)

@@ -18,9 +18,11 @@ How a name is read:
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -186,15 +188,13 @@ def _max_distance(word: str) -> int:
 def choose_word(frames: np.ndarray, read: list[str], lexicon: Lexicon, config: NamesConfig,
                 tess_word: str = "") -> WordChoice:
     """The word the frames spell best among the readings and the lexicon's names near them."""
-    candidates: dict[str, int] = {}
-    for r in read:
-        if r:
-            candidates.setdefault(r, 0)
-            for key, d in lexicon.near(r, _max_distance(r)):
-                candidates[key] = min(candidates.get(key, d), d)
-    if not candidates:
+    read = [r for r in read if r]
+    if not read:
         return WordChoice("", 0.0, ())
-    keys = sorted(candidates, key=lambda k: (candidates[k], -lexicon.log_prior(k), k))[:config.max_candidates]
+    # closest, then most common, first; each reading's neighbours come ranked from the lexicon
+    ranked = heapq.merge(sorted((0, lexicon.tier(r), r) for r in set(read)),
+                         *(lexicon.near_ranked(r, _max_distance(r)) for r in dict.fromkeys(read)))
+    keys = list(islice(dict.fromkeys(k for _, _, k in ranked), config.max_candidates))
     for r in read:  # the readings themselves always compete
         if r and r not in keys:
             keys.append(r)

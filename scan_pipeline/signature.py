@@ -31,6 +31,10 @@ def strike_run(row_ink: np.ndarray, config: SignatureConfig) -> float:
     small = (cv2.resize(row_ink, (sw, sh), interpolation=cv2.INTER_AREA) > 40).astype(np.uint8)
     gap = max(2, int(round(sw * config.strike_gap)))
     closer = cv2.getStructuringElement(cv2.MORPH_RECT, (gap, 1))
+    # shearing moves ink up and down only: a run that long needs as long a run of inked columns
+    columns = cv2.morphologyEx(small.max(axis=0)[None], cv2.MORPH_CLOSE, closer)[0]
+    if _longest_run(columns) < sw * config.strike_length * 0.9:
+        return 0.0
     # the steepest a stroke of the minimum length can be and still fit the row
     limit = min(config.strike_max_degrees, math.degrees(math.atan2(sh, sw * config.strike_length)))
     steps = max(1, int(math.ceil(sw * math.tan(math.radians(limit)) / 1.5)))
