@@ -259,16 +259,45 @@ def normalise_digit(mask: np.ndarray, text_h: float) -> np.ndarray:
 
 # --- the model -----------------------------------------------------------------------------------------
 
+_THIN = np.ones((2, 2), np.uint8)
+_SHEAR = 0.15  # slant of the sheared views, in pixels across per pixel down
+
+
+def views(patch: np.ndarray) -> list[np.ndarray]:
+    """The views of a patch that test-time augmentation averages over: as cut, bolder, thinner (when
+    enough ink is left), slanted both ways. A digit read the same way in every view is read surely;
+    one that turns into another digit in some views is not, and the confidence says so."""
+    thin = cv2.erode(patch, _THIN)
+    out = [patch, cv2.dilate(patch, _THIN), thin if (thin > 0.5).sum() >= 12 else patch]
+    for k in (-_SHEAR, _SHEAR):
+        m = np.float32([[1, k, -k * SIZE / 2], [0, 1, 0]])
+        out.append(cv2.warpAffine(patch, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR))
+    return out
+
+
 class DigitModel:
-    """The digit classifier: log-probabilities of the 11 classes for a batch of patches."""
+    """The digit classifier: log-probabilities of the 11 classes for a batch of patches.
+
+    With `tta` (set by the training script in the model's facts, so that calibration and use agree) a
+    patch's probabilities are the mean over its `views`."""
 
     def __init__(self, onnx_bytes: bytes, calibration: dict, meta: dict):
         self.calibration = calibration
         self.meta = meta
+        self.tta = bool(meta.get("test_time_augmentation", False))
         self._run = _session(onnx_bytes)
 
     def log_proba(self, patches: np.ndarray) -> np.ndarray:
         """(N, SIZE, SIZE) float32 0..1 -> (N, 11) log-probabilities."""
+        if len(patches) == 0 or not self.tta:
+            return self.plain_log_proba(patches)
+        stack = np.stack([v for p in patches for v in views(p)])
+        lp = self.plain_log_proba(stack).reshape(len(patches), -1, N_CLASSES)
+        top = lp.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(lp - top).mean(axis=1, keepdims=True)))[:, 0]
+
+    def plain_log_proba(self, patches: np.ndarray) -> np.ndarray:
+        """Log-probabilities of the patches as they are, without test-time augmentation."""
         if len(patches) == 0:
             return np.zeros((0, N_CLASSES), np.float32)
         logits = self._run(np.ascontiguousarray(patches[:, None], dtype=np.float32))

