@@ -739,16 +739,23 @@ def write_crops(ledger: Path, result: PageResult, *, prune: bool = False) -> lis
 
 
 def _read_details(path: Path) -> dict[str, dict[str, Any]]:
+    return _read_details_lines(path)[0]
+
+
+def _read_details_lines(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], str]]]:
+    """The details by signature_id, and the line each object was read from (see _details_text)."""
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
-        return {}
+        return {}, {}
     except (OSError, UnicodeDecodeError) as exc:
         raise LedgerError(f"cannot read the details file: {exc}", file=str(path),
                           hint="restore it from a backup or move it away (it only holds review extras)",
                           ) from exc
     details: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines: dict[str, tuple[dict[str, Any], str]] = {}
+    # split at '\n' only: JSON escapes it in strings, but not U+2028 and the like, where splitlines cuts
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -760,11 +767,25 @@ def _read_details(path: Path) -> dict[str, dict[str, Any]]:
             raise LedgerError(f"line {number}: expected a JSON object with a signature_id", file=str(path),
                               hint="fix or remove that line; each line is one JSON object")
         details[obj["signature_id"]] = obj  # the last line for an id wins
-    return details
+        lines[obj["signature_id"]] = (obj, line.rstrip("\r"))
+    return details, lines
 
 
-def _details_text(details: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in details)
+# json.dumps(obj, ensure_ascii=False) builds an encoder on every call; one encoder serves them all.
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _details_text(details: Iterable[dict[str, Any]],
+                  read_from: dict[str, tuple[dict[str, Any], str]] | None = None) -> str:
+    """One JSON object a line. read_from (from _read_details_lines): an object still the very one read
+    keeps its line as it was (the same JSON), so a large ledger's details are not all encoded again."""
+    if not read_from:
+        return "".join(_JSON_LINE(obj) + "\n" for obj in details)
+    out = []
+    for obj in details:
+        known = read_from.get(obj.get("signature_id"))
+        out.append((known[1] if known is not None and known[0] is obj else _JSON_LINE(obj)) + "\n")
+    return "".join(out)
 
 
 # --- appending a batch --------------------------------------------------------------------------
@@ -798,7 +819,7 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
     paths = sidecar_paths(ledger)
     stamp = utc_timestamp(processed_at)
     summary = AppendSummary()
-    with ledger_lock(ledger, timeout=lock_timeout):
+    with ledger_lock(ledger, timeout=lock_timeout), dedup.gc_paused():
         before = read_ledger(ledger)
         present = set(before["page_sha256"].tolist())
         seen: set[str] = set()
@@ -842,10 +863,10 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
         if problems:
             raise LedgerError(_problem_list("refusing to write an invalid ledger", problems),
                               file=str(ledger), hint=_BUG_HINT)
-        old_state = list(zip(combined["status"], combined["duplicate_of"], strict=True))
-        new_state = list(zip(after["status"], after["duplicate_of"], strict=True))
-        summary.duplicates_marked = sum(1 for o, n in zip(old_state, new_state, strict=True)
-                                        if n[0] == "duplicate" and o != n)
+        old_status, old_dup = (combined[c].to_numpy(dtype=object) for c in ("status", "duplicate_of"))
+        new_status, new_dup = (after[c].to_numpy(dtype=object) for c in ("status", "duplicate_of"))
+        summary.duplicates_marked = int(((new_status == "duplicate")
+                                         & ((old_status != new_status) | (old_dup != new_dup))).sum())
         summary.rows_total = len(after)
 
         # Crops first, details next, ledger last: a row in the ledger always has its sidecars.
@@ -861,7 +882,7 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
 
         ids = after["signature_id"].tolist()
         candidates = deduped.candidates
-        old_details = _read_details(paths.details)
+        old_details, old_lines = _read_details_lines(paths.details)
         details = {sid: old_details[sid] for sid in ids if sid in old_details}  # drops rows gone
         for sid, obj in details.items():  # candidates follow the ledger's current state
             found = candidates.get(sid, [])
@@ -885,7 +906,7 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                 }
         ordered = [details[sid] for sid in ids if sid in details]
         if ordered != list(old_details.values()):
-            _atomic_write(paths.details, _details_text(ordered).encode("utf-8"))
+            _atomic_write(paths.details, _details_text(ordered, old_lines).encode("utf-8"))
 
         if not ledger.exists() or not _same_rows(before, after):
             _write_valid(after, ledger)  # validated above
@@ -1030,7 +1051,7 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
     paths = sidecar_paths(ledger)
     summary = EraseSummary()
-    with ledger_lock(ledger, timeout=lock_timeout):
+    with ledger_lock(ledger, timeout=lock_timeout), dedup.gc_paused():
         df = read_ledger(ledger)
         sid = df["signature_id"].to_numpy(dtype=object)
         chosen: set[int] = set()
@@ -1040,7 +1061,7 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
             if unknown:
                 raise LedgerError(f"no row with signature_id {', '.join(unknown)}", file=str(ledger),
                                   hint="copy the ids from `scan-pipeline ledger find`; nothing was erased")
-            chosen |= {i for i in range(len(df)) if sid[i] in wanted}
+            chosen |= set(np.flatnonzero(pd.Series(sid).isin(wanted).to_numpy()).tolist())
         if name is not None:
             chosen |= set(select_signer(df, name, postal_code, dedup_config))
         gone = df.iloc[sorted(chosen)]
@@ -1057,14 +1078,19 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
         old_dup = rest["duplicate_of"].tolist()
         result = dedup.deduplicate(rest, dedup_config)
         after = result.frame
-        gone_ids = set(gone["signature_id"])
-        summary.repointed = sum(1 for o, n in zip(old_dup, after["duplicate_of"], strict=True)
+        gone_ids = set(gone["signature_id"].tolist())
+        summary.repointed = sum(1 for o, n in zip(old_dup, after["duplicate_of"].tolist(), strict=True)
                                 if o in gone_ids and o != n)
-        old_details = _read_details(paths.details)
+        old_details, old_lines = _read_details_lines(paths.details)
         if old_details:
-            kept = [{**old_details[s], "duplicate_candidates": result.candidates.get(s, [])}
-                    for s in after["signature_id"] if s in old_details]
-            _atomic_write(paths.details, _details_text(kept).encode("utf-8"))
+            kept = []
+            for s in after["signature_id"].tolist():
+                obj = old_details.get(s)
+                if obj is not None:
+                    found = result.candidates.get(s, [])
+                    same = "duplicate_candidates" in obj and obj["duplicate_candidates"] == found
+                    kept.append(obj if same else {**obj, "duplicate_candidates": found})
+            _atomic_write(paths.details, _details_text(kept, old_lines).encode("utf-8"))
         write_ledger(after, ledger)
         summary.rows_erased = len(gone)
         summary.rows_total = len(after)

@@ -260,6 +260,31 @@ def test_details_sidecar_one_object_per_row(tmp_path: Path) -> None:
     assert later["crops"]["nom"] == f"L.crops/{sha('p2')[:16]}/05-nom.png"
 
 
+def test_details_lines_are_kept_or_rewritten(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("p1", (row(1, "Marie Dupont"), row(2, "Jean Martin", "75011")))], processed_at=T0)
+    L.append_results(ledger, [page("p2", (row(3, "Paul Petit", "69001"),))], processed_at=T1)
+    path = L.sidecar_paths(ledger).details
+    before = dict(zip(L._read_details(path), path.read_text("utf-8").splitlines(), strict=True))
+    L.append_results(ledger, [page("p3", (row(4, "DUPONT Marie"),))], processed_at=T2)  # Dupont signs again
+    after = {json.loads(x)["signature_id"]: x for x in path.read_text("utf-8").splitlines()}
+    dupont, martin, petit = L.signature_id(sha("p1"), 1), L.signature_id(sha("p1"), 2), L.signature_id(sha("p2"), 3)
+    assert after[martin] == before[martin] and after[petit] == before[petit]  # unchanged: the same line
+    assert json.loads(after[dupont])["duplicate_candidates"] == [L.signature_id(sha("p3"), 4)]
+    assert all(line == json.dumps(json.loads(line), ensure_ascii=False) for line in after.values())
+
+
+def test_details_hold_any_text(tmp_path: Path) -> None:
+    # JSON leaves U+2028 and the like unescaped: the details file is cut at line feeds only
+    ledger = tmp_path / "L.csv"
+    odd = "Zoé\u2028Line\u2029\x1c\x85 Dupont"
+    L.append_results(ledger, [page("p1", (row(1, odd),))], processed_at=T0)
+    L.append_results(ledger, [page("p2", (row(2, "Jean Martin"),))], processed_at=T1)
+    details = L._read_details(L.sidecar_paths(ledger).details)
+    assert details[L.signature_id(sha("p1"), 1)]["name_alternatives"] == [odd.upper()]
+    assert len(details) == 2
+
+
 def test_crops_written_where_said(tmp_path: Path) -> None:
     ledger = tmp_path / "out" / "L.csv"
     result = page("p1", (row(3), blank(4), row(12, "Jean Martin", "75011")))
