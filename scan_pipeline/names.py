@@ -255,6 +255,8 @@ def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_fra
             return [(choice, a, b)]
         for g in (g for g in gap_frames if a + 2 <= g <= b - 2):
             left, right = choose(a, g), choose(g, b)
+            if min(len(left.key), len(right.key)) < 2:  # a lone letter is a stray stroke, not a name
+                continue
             if left.score + right.score >= choice.score + config.space_margin:
                 return split(left, a, g, depth + 1) + split(right, g, b, depth + 1)
         return [(choice, a, b)]

@@ -185,3 +185,9 @@ def test_two_names_written_close_are_read_as_two(tess, second):
     small = np.asarray(Image.fromarray(cell).resize((180, 24), Image.Resampling.LANCZOS))
     field, _ = read_name(small, True, tess, CONFIG, second)
     assert field.value == "BONNET Anaïs"
+
+
+def test_a_lone_letter_is_never_split_off(lexicon):
+    frames = _frames("HERRX")  # Tesseract read `HERR X`
+    words = best_path(frames)
+    assert len(_keys(_choose_words(frames, words, [8], ["HERR", "X"], lexicon, CONFIG))) == 1
