@@ -742,6 +742,18 @@ def _read_details(path: Path) -> dict[str, dict[str, Any]]:
     return _read_details_lines(path)[0]
 
 
+_JSON_SCAN = json.JSONDecoder().scan_once  # what json.loads runs, without its per-call wrapping
+
+
+def _json_line(line: str) -> Any:
+    """The JSON value a line holds, when it starts the line and only JSON whitespace follows; else None."""
+    try:
+        obj, end = _JSON_SCAN(line, 0)
+    except (StopIteration, json.JSONDecodeError):
+        return None
+    return obj if end == len(line) or not line[end:].strip(" \t\r") else None
+
+
 def _read_details_lines(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], str]]]:
     """The details by signature_id, and the line each object was read from (see _details_text)."""
     try:
@@ -758,11 +770,13 @@ def _read_details_lines(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LedgerError(f"line {number}: not valid JSON ({exc.msg})", file=str(path),
-                              hint="fix or remove that line; each line is one JSON object") from exc
+        obj = _json_line(line)
+        if obj is None:  # not one value alone on its line (or null): json.loads says what is wrong
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LedgerError(f"line {number}: not valid JSON ({exc.msg})", file=str(path),
+                                  hint="fix or remove that line; each line is one JSON object") from exc
         if not isinstance(obj, dict) or not isinstance(obj.get("signature_id"), str):
             raise LedgerError(f"line {number}: expected a JSON object with a signature_id", file=str(path),
                               hint="fix or remove that line; each line is one JSON object")

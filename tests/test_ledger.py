@@ -285,6 +285,27 @@ def test_details_hold_any_text(tmp_path: Path) -> None:
     assert len(details) == 2
 
 
+@pytest.mark.parametrize("line, problem", [
+    ('{"signature_id": "a"} x', "line 2: not valid JSON (Extra data)"),
+    ('{"signature_id": "a\\q"}', "line 2: not valid JSON (Invalid \\escape)"),
+    ('{"signature_id": "a"', "line 2: not valid JSON"),
+    ("null", "line 2: expected a JSON object with a signature_id"),
+    ('["signature_id"]', "line 2: expected a JSON object with a signature_id"),
+])
+def test_a_bad_details_line_is_named(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "L.details.jsonl"
+    path.write_text('{"signature_id": "ok"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(LedgerError) as info:
+        L._read_details(path)
+    assert problem in str(info.value)
+
+
+def test_details_lines_may_carry_json_whitespace(tmp_path: Path) -> None:
+    path = tmp_path / "L.details.jsonl"
+    path.write_text(' {"signature_id": "a"}\t\r\n\n{"signature_id": "b", "x": [1, {"y": null}]}  \n', encoding="utf-8")
+    assert L._read_details(path) == {"a": {"signature_id": "a"}, "b": {"signature_id": "b", "x": [1, {"y": None}]}}
+
+
 def test_crops_written_where_said(tmp_path: Path) -> None:
     ledger = tmp_path / "out" / "L.csv"
     result = page("p1", (row(3), blank(4), row(12, "Jean Martin", "75011")))
