@@ -5,9 +5,12 @@ How a name is read:
 
 1. The cell is cut to its ink (cells.trim_to_ink) and read by Tesseract (`fra`, one line) and by the
    PP-OCRv4 recognition model (RapidRecEngine), which also gives its per-frame letter probabilities.
-2. The second engine's best path splits the line into words (its space frames). For each word the
-   candidates are: what each engine read, and the lexicon's names a letter or two away from those
-   readings (never further: a name is only ever corrected to one that was almost read).
+2. The second engine's best path splits the line into words (its space frames); a word it read
+   across a space Tesseract saw, or across a gap that stands out in the ink, is read as two when
+   that spells the frames and names better (at 28 px the model often misses a space), and two
+   neighbours as one when that does. For each word the candidates are: what each engine read, and
+   the lexicon's names a letter or two away from those readings (never further: a name is only
+   ever corrected to one that was almost read).
 3. Every candidate is scored by the probability that the model's frames spell it (CTC likelihood,
    case and accents folded), plus how common the name is (INSEE tiers; a word that is no known name
    weighs least), plus a bonus when Tesseract read the same word. The best wins; the softmax of the
