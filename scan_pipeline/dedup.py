@@ -20,7 +20,7 @@ Louise, Jean / Jeanne) is at most possible; so is an initial that fits more than
 block, and a pair in different postal codes more than one digit apart. Certain pairs join into
 signers; each signer's earliest row (processed_at, then source_file, page, row_number as integers)
 is never a duplicate, the others become `duplicate` of it. Rows a person handled keep their status
-(`corrected` can still be the earliest one; `rejected` rows are left out).
+(`corrected` can still be the earliest one; `rejected` rows, and rows a person marked `duplicate`, are left out).
 
 Everything that scales with the ledger is done on arrays or on distinct values (a million-row merge
 is measured by scripts/bench_ledger.py); per-pair Python is left for the rare cases (names of more
@@ -685,8 +685,9 @@ def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> DedupResult
     """Mark every later row of a signer `duplicate` of the earliest one; flag possible duplicates.
 
     Recomputed from scratch (idempotent): former duplicates and possible-duplicate flags are cleared
-    first, then set again from what the ledger holds now. Rows with status corrected or rejected keep
-    their status and flags; a rejected row is never compared.
+    first, then set again from what the ledger holds now. Rows with status corrected or rejected, and
+    rows a person marked duplicate (reviewed_at set), keep their status, flags and duplicate_of;
+    rejected rows and those duplicates are never compared.
     """
     with gc_paused():
         return _deduplicate(df, cfg or default_config().dedup)
@@ -702,12 +703,14 @@ def _deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
     postal = out["postal_code"].to_numpy(dtype=object)
     ids = out["signature_id"].to_numpy(dtype=object)
     handled = np.isin(status, HANDLED)
+    if "reviewed_at" in out.columns:  # a volunteer's "duplicate" (review import) is theirs to undo, not ours
+        handled |= (status == "duplicate") & (out["reviewed_at"].to_numpy(dtype=object) != "")
 
     stale = np.flatnonzero(~handled & _has_flag(flags, POSSIBLE_FLAG))
     for i in stale.tolist():
         flags[i] = ";".join(x for x in flags[i].split(";") if x != POSSIBLE_FLAG)
     names = read_names(out["name"].to_numpy(dtype=object))
-    eligible = (status != "rejected") & (postal != "") & (names.key_text != "")
+    eligible = (status != "rejected") & ~(handled & (status == "duplicate")) & (postal != "") & (names.key_text != "")
     rank = order_rank(out)
 
     edges, rep = find_edges(out, cfg, eligible, names)

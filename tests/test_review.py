@@ -392,8 +392,6 @@ def test_ok_on_a_possible_duplicate_means_not_the_same_signer(ledger: Path) -> N
     assert again.loc[B2, "status"] == "corrected"
 
 
-@pytest.mark.xfail(strict=True, reason="dedup.deduplicate recomputes rows a person marked ok or duplicate; "
-                                       "it should keep rows with reviewed_at set (asked of dedup.py's owner)")
 def test_a_later_deduplication_keeps_a_reviewed_duplicate(ledger: Path) -> None:
     xlsx = fill(export(ledger), {B3: {"duplicate_of": A6, "decision": "duplicate"}})
     do_import(xlsx, ledger)
