@@ -297,7 +297,7 @@ class _Writer:
             "; ".join(i.message for i in page_failed), thumbnail(result.overlay_png) if self.keep_overlays else b""))
         self.records.append({**page_record(result, "failed" if page_failed else "done"),
                              "load_seconds": round(slot.load_seconds, 3), "source_size": list(slot.source_size)})
-        if not page_failed:
+        if not result.failed:  # a page with an issue but numbered rows keeps them: no signature is dropped
             self.report.pages_done += 1
             self.report.rows_read += len(written)
             self.report.flagged += flagged

@@ -392,5 +392,7 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     expected = len(template.rows_on_page(sheet_page))
     if len(grid.rows) != expected:
         issues.append(PageIssue("page_rows_count", f"{len(grid.rows)} rows found, the template prints "
-                                f"{expected} on page {sheet_page}"))
+                                f"{expected} on page {sheet_page}",
+                                "the numbered rows found are in the ledger; look at the page for a row "
+                                "missed (--debug-dir draws what was found)"))
     return GridSearch(grid, tuple(issues))

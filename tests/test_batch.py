@@ -229,3 +229,20 @@ def test_a_page_that_kills_its_worker_fails_alone_and_the_others_are_written(tmp
     assert [p.page for p in report.pages] == [1, 2, 3, 4, 5, 6]  # still in input order
     assert pool.restarts >= 2
 
+
+
+def test_a_page_with_a_row_missed_keeps_its_numbered_rows_and_is_reported(tmp_path):
+    from scan_pipeline.records import EMPTY_FIELD, FieldReading, PageIssue, RowReading
+
+    ref = PageRef("scan.png", 1, "ab" * 32)
+    rows = tuple(RowReading(n, FieldReading("DUPONT Marie", "DUPONT Marie", 0.99, "accept"), EMPTY_FIELD, False, "",
+                            "signed") for n in (1, 2, 4))
+    result = PageResult(ref=ref, rows=rows, issues=(PageIssue("page_rows_count", "3 rows found, the template "
+                                                             "prints 4 on page 1", "look at the page"),))
+    report = BatchReport()
+    writer = _Writer(tmp_path / "l.csv", report, False, load_config(), 3600, False, None)
+    writer.page(_Slot("scan.png:1", ref=ref), result)
+    assert [(f.file, f.page) for f in report.failures] == [("scan.png", 1)]  # said, exit 10
+    assert report.pages_done == 1 and len(writer.results) == 1  # and its rows are written
+    writer.flush()
+    assert ledger_rows(tmp_path / "l.csv")["row_number"].tolist() == ["1", "2", "4"]
