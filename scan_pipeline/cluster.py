@@ -89,7 +89,10 @@ def _fast_worker_start() -> None:
 
     import dask
 
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver",
+                     # on the machine the workers share with the parent, Dask's own sampling costs pages:
+                     "distributed.worker.profile.enabled": False,  # a 10 ms stack sampler per worker
+                     "distributed.admin.tick.interval": "500ms"})  # event-loop health checks (20 ms)
     multiprocessing.get_context("forkserver").set_forkserver_preload(["scan_pipeline.cluster", "distributed"])
 
 
@@ -124,6 +127,7 @@ class DaskExecutor:
                                             host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
                                             scheduler_kwargs={"dashboard": False})
                 self.client = Client(self.cluster)
+                self.client.wait_for_workers(workers, timeout=120)  # a late worker would get no first page
         except OSError as exc:
             raise PipelineError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {exc}",
                                 hint="start it with `dask scheduler` and check the address and port") from exc
