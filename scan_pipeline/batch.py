@@ -10,7 +10,6 @@ atomically; an interrupted run restarted with the same command skips the pages a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from .config import Config, load_config
 from .errors import InputFileError, MissingDependencyError, NoInputError, OutputError, PipelineError
-from .ledger import append_page_records, append_results, read_ledger, sidecar_paths, utc_timestamp
+from .ledger import append_page_records, append_results, read_ledger, read_page_records, utc_timestamp
 from .load import InputFile, count_pages, expand_inputs, iter_pages
 from .logs import configure_logging, page_context
 from .pipeline import WorkerContext, process_page
@@ -85,6 +84,10 @@ class BatchReport:
     def pages_failed(self) -> int:
         return len({(f.file, f.page) for f in self.failures})
 
+    @property
+    def pages_per_minute(self) -> float | None:
+        return self.pages_done / self.seconds * 60 if self.pages_done and self.seconds > 0 else None
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -119,6 +122,13 @@ def limit_threads() -> None:
 def build_context(setup: WorkerSetup) -> WorkerContext:
     limit_threads()
     return WorkerContext.build(setup.template, setup.config, debug=setup.overlay)
+
+
+def crashed_page(ref: PageRef, reason: str) -> PageResult:
+    """The result of a page whose reading killed the process reading it."""
+    return PageResult(ref=ref, issues=(PageIssue(
+        "page_crashed", f"reading this page {reason}",
+        "scan the page again at 300 dpi; if it happens again, please report it with the page"),))
 
 
 def run_page(page: PageImage, ctx: WorkerContext) -> PageResult:
@@ -232,12 +242,10 @@ class PoolExecutor:
 
 def make_executor(name: ExecutorName, workers: int, setup: WorkerSetup, scheduler: str | None = None,
                   context: WorkerContext | None = None) -> PageExecutor:
-    if name == "dask":
+    if check_executor(name, scheduler) == "dask":
         from .cluster import DaskExecutor
 
         return DaskExecutor(setup, workers, scheduler)
-    if scheduler:
-        raise PipelineError("--scheduler needs --executor dask", hint="add --executor dask, or drop --scheduler")
     if workers <= 1:
         return InlineExecutor(setup, context)
     return PoolExecutor(setup, workers)
@@ -285,6 +293,7 @@ class _Writer:
     def page(self, slot: _Slot, result: PageResult) -> None:
         assert slot.ref is not None
         page_failed = [i for i in result.issues if i.code.startswith("page_")]
+        status = "failed" if page_failed else "done"
         for issue in page_failed:
             self.report.failures.append(Failure(slot.ref.source_file, slot.ref.page, issue.message, issue.hint))
         if self.debug_dir and result.overlay_png:
@@ -293,9 +302,9 @@ class _Writer:
         written = [r for r in result.rows if not r.is_blank]
         flagged = sum(1 for r in written if r.flags)
         self.report.pages.append(PageSummary(
-            slot.ref.source_file, slot.ref.page, "failed" if page_failed else "done", len(written), flagged,
+            slot.ref.source_file, slot.ref.page, status, len(written), flagged,
             "; ".join(i.message for i in page_failed), thumbnail(result.overlay_png) if self.keep_overlays else b""))
-        self.records.append({**page_record(result, "failed" if page_failed else "done"),
+        self.records.append({**page_record(result, status),
                              "load_seconds": round(slot.load_seconds, 3), "source_size": list(slot.source_size)})
         if not result.failed:  # a page with an issue but numbered rows keeps them: no signature is dropped
             self.report.pages_done += 1
@@ -349,26 +358,6 @@ def page_record(result: PageResult, status: str) -> dict:
         "geometry_seconds": q.geometry_seconds, "seconds": q.seconds,
         "issues": [{"code": i.code, "message": i.message} for i in result.issues],
     }
-
-
-def read_page_records(ledger: Path) -> list[dict[str, Any]]:
-    """The records of L.pages.jsonl; a line cut short by a crash is ignored."""
-    path = sidecar_paths(ledger).pages
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise OutputError(f"cannot read {path}: {exc.strerror or exc}", hint="check its permissions") from exc
-    records = []
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-    return records
 
 
 def pages_already_done(ledger: Path) -> set[str]:
@@ -454,7 +443,7 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
         raise
     pool.close()
     writer.flush()
-    if report.pages_done == 0 and report.pages_skipped == 0 and not any(p.status == "done" for p in report.pages):
+    if report.pages_done == 0 and report.pages_skipped == 0:
         reasons = "; ".join(str(f) for f in report.failures[:5])
         raise NoInputError(f"no readable page in the input ({reasons})",
                            hint="check the files listed; scan the sheets again if they are damaged")
@@ -532,9 +521,8 @@ def _recover(pool: PageExecutor, window: deque[_Slot], writer: _Writer) -> None:
         except BrokenProcessPool:
             pool.restart()
             failed: Future[PageResult] = Future()
-            failed.set_result(PageResult(ref=slot.page.ref, issues=(PageIssue(
-                "page_crashed", "reading this page stopped its worker process twice (a crash or out of memory)",
-                "scan the page again at 300 dpi; if it happens again, please report it with the page"),)))
+            failed.set_result(crashed_page(slot.page.ref,
+                                           "stopped its worker process twice (a crash or out of memory)"))
             slot.future = failed
 
 

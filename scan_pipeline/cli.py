@@ -167,7 +167,7 @@ def process(
     if report_html is not None:
         from .report import write_report
 
-        write_report(report_html, report, ledger, cfg)
+        write_report(report_html, report, ledger)
         err.print(f"report:   {report_html}")
     if report.failures:
         raise typer.Exit(int(ExitCode.PAGES_FAILED))
@@ -184,9 +184,8 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
     for failure in report.failures:
         err.print(f"[red]failed:[/] {escape(str(failure))}", markup=True)
     table = Table(show_header=False, box=None, pad_edge=False)
-    minutes = report.seconds / 60
-    rate = f" ({report.pages_done / minutes:.0f} pages/min, {report.workers} {report.executor} worker(s))" \
-        if report.pages_done and minutes > 0 else ""
+    rate = f" ({report.pages_per_minute:.0f} pages/min, {report.workers} {report.executor} worker(s))" \
+        if report.pages_per_minute else ""
     for label, value in (
         ("pages processed", f"{report.pages_done}{rate}"),
         ("already in the ledger", str(report.pages_skipped)),

@@ -21,10 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .batch import WorkerSetup, build_context, run_page
-from .errors import MissingDependencyError, PipelineError
+from .batch import WorkerSetup, build_context, crashed_page, run_page
+from .errors import PipelineError
 from .pipeline import WorkerContext
-from .records import PageImage, PageIssue, PageRef, PageResult
+from .records import PageImage, PageRef, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +96,12 @@ def _fast_worker_start() -> None:
     multiprocessing.get_context("forkserver").set_forkserver_preload(["scan_pipeline.cluster", "distributed"])
 
 
-def _crashed(ref: PageRef, why: str) -> PageResult:
-    return PageResult(ref=ref, issues=(PageIssue(
-        "page_crashed", f"reading this page failed on the cluster ({why})",
-        "scan the page again at 300 dpi; if it happens again, please report it with the page"),))
-
-
 class DaskExecutor:
     """Runs pages on a Dask cluster: a LocalCluster of `workers` processes, or the one at `scheduler`."""
 
     def __init__(self, setup: WorkerSetup, workers: int, scheduler: str | None = None):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise MissingDependencyError("--executor dask needs the dask extra, which is not installed",
-                                         hint="pip install 'scan-pipeline[dask]' (or run `make install`)") from None
-        self.setup = setup
+        from distributed import Client, LocalCluster  # batch.check_executor said how to install it if missing
+
         self.cluster = None
         if not log.isEnabledFor(logging.DEBUG):  # Dask's INFO chatter is for --verbose only
             for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
@@ -146,7 +136,7 @@ class DaskExecutor:
             try:
                 local.set_result(fut.result())
             except Exception as exc:  # KilledWorker (the page killed 3 workers), a lost scheduler...
-                local.set_result(_crashed(page.ref, type(exc).__name__))
+                local.set_result(crashed_page(page.ref, f"failed on the cluster ({type(exc).__name__})"))
 
         remote.add_done_callback(done)
         local.remote = remote  # type: ignore[attr-defined]  # keeps the Dask future alive until consumed

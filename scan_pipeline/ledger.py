@@ -944,6 +944,26 @@ def append_page_records(ledger: Path, records: Sequence[dict[str, Any]]) -> None
                           hint="check that the ledger's folder is writable") from exc
 
 
+def read_page_records(ledger: Path) -> list[dict[str, Any]]:
+    """The records of L.pages.jsonl; a line cut short by a crash is ignored."""
+    path = sidecar_paths(ledger).pages
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}", hint="check its permissions") from exc
+    records = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records
+
+
 # --- audit log, erasure -------------------------------------------------------------------------
 
 

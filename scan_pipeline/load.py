@@ -77,9 +77,7 @@ def file_sha256(path: Path) -> str:
 def count_pages(item: InputFile) -> int:
     """How many pages a file holds, cheaply (for progress); 1 when it cannot tell (reading it will say why)."""
     try:
-        with item.path.open("rb") as fh:
-            magic = fh.read(8)
-        if magic.startswith(b"%PDF") or item.path.suffix.lower() == ".pdf":
+        if _is_pdf(item.path):
             from pdf2image import pdfinfo_from_path
 
             return max(1, int(pdfinfo_from_path(str(item.path), timeout=30)["Pages"]))
@@ -87,6 +85,13 @@ def count_pages(item: InputFile) -> int:
             return max(1, int(getattr(img, "n_frames", 1)))
     except Exception:  # any failure here is reported, with its reason, when the file is read
         return 1
+
+
+def _is_pdf(path: Path) -> bool:
+    """By its first bytes, or its name (a damaged PDF is still reported as a PDF)."""
+    with path.open("rb") as fh:
+        magic = fh.read(8)
+    return magic.startswith(b"%PDF") or path.suffix.lower() == ".pdf"
 
 
 def _check_poppler() -> None:
@@ -130,9 +135,7 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI) -> Iterator[PageImage]:
                              hint="check that the file exists and is readable") from exc
     if path.stat().st_size == 0:
         raise InputFileError("the file is empty (0 bytes)", file=given, hint="scan the sheet again")
-    with path.open("rb") as fh:
-        magic = fh.read(8)
-    if magic.startswith(b"%PDF") or path.suffix.lower() == ".pdf":
+    if _is_pdf(path):
         yield from _pdf_pages(path, given, digest, pdf_dpi)
     else:
         yield from _image_pages(path, given, digest)
@@ -184,12 +187,21 @@ def _page_facts(path: Path, page: int) -> dict[str, str]:
     return {key: value for _, key, value in _PAGE_LINE.findall(info.stdout)}
 
 
-def _check_pdf_page_size(facts: dict[str, str], given: str, page: int, dpi: int) -> None:
-    """A page so large that rendering it would exhaust memory is refused, not rendered."""
+def _page_size_pt(facts: dict[str, str]) -> tuple[float, float] | None:
+    """The page's width and height in points, from pdfinfo's `size` line."""
     try:
         width_pt, height_pt = (float(v) for v in re.findall(r"[\d.]+", facts["size"])[:2])
     except (KeyError, ValueError):
+        return None
+    return width_pt, height_pt
+
+
+def _check_pdf_page_size(facts: dict[str, str], given: str, page: int, dpi: int) -> None:
+    """A page so large that rendering it would exhaust memory is refused, not rendered."""
+    size = _page_size_pt(facts)
+    if size is None:
         return  # poppler will say what is wrong when it renders
+    width_pt, height_pt = size
     if width_pt * height_pt * (dpi / 72.0) ** 2 > MAX_PIXELS:
         mm = f"{width_pt / 72 * 25.4:.0f} x {height_pt / 72 * 25.4:.0f} mm"
         raise InputFileError(f"the page is far too large to be a scanned sheet ({mm})", file=given, page=page,
@@ -213,11 +225,14 @@ def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[
     rows = [line.split() for line in listing.stdout.splitlines()[2:] if line.strip()]
     if listing.returncode != 0 or len(rows) != 1 or rows[0][2] != "image" or facts.get("rot", "0").strip() != "0":
         return None
+    size = _page_size_pt(facts)
     try:
         width, height, x_ppi, y_ppi = int(rows[0][3]), int(rows[0][4]), float(rows[0][12]), float(rows[0][13])
-        page_w, page_h = (float(v) for v in re.findall(r"[\d.]+", facts["size"])[:2])
-    except (ValueError, IndexError, KeyError):
+    except (ValueError, IndexError):
         return None
+    if size is None:
+        return None
+    page_w, page_h = size
     if width * height > MAX_PIXELS:
         return None  # a bomb: rendering at PDF_DPI is bounded by _check_pdf_page_size
     # the image must fill the page, at one resolution in both directions

@@ -34,13 +34,9 @@ def page_context(where: str) -> Iterator[None]:
         _where.reset(token)
 
 
-@contextlib.contextmanager
-def row_context(row: int) -> Iterator[None]:
-    token = _where.set(f"{_where.get()}:row {row}")
-    try:
-        yield
-    finally:
-        _where.reset(token)
+def row_context(row: int) -> contextlib.AbstractContextManager[None]:
+    """Inside a page's context: `file:page:row N`."""
+    return page_context(f"{_where.get()}:row {row}")
 
 
 def configure_logging(level: int) -> None:

@@ -25,7 +25,6 @@ from .ledger import _atomic_write, departement_chart, ledger_stats, read_ledger
 
 if TYPE_CHECKING:
     from .batch import BatchReport
-    from .config import Config
 
 THUMB_HEIGHT = 360
 MAX_FLAGGED_SHOWN = 2000
@@ -85,8 +84,7 @@ def _chart(rows: pd.DataFrame) -> str:
 
 
 def _figures(report: BatchReport) -> str:
-    minutes = report.seconds / 60
-    rate = f"{report.pages_done / minutes:.1f}" if report.pages_done and minutes > 0 else "–"
+    rate = f"{report.pages_per_minute:.1f}" if report.pages_per_minute else "–"
     items = [
         ("pages processed", report.pages_done), ("pages already in the ledger (skipped)", report.pages_skipped),
         ("pages failed", report.pages_failed), ("signature rows added", report.rows_added),
@@ -136,7 +134,7 @@ def _flagged(rows: pd.DataFrame) -> str:
             f"<th>postal code read</th><th>signature</th><th>why</th></tr>{body}</table>{more}")
 
 
-def render_report(report: BatchReport, ledger: Path, config: Config | None = None) -> str:
+def render_report(report: BatchReport, ledger: Path) -> str:
     df = read_ledger(ledger)
     rows = df[df["page_sha256"].isin(set(report.page_hashes))]
     status = "interrupted" if report.interrupted else ("finished with failures" if report.failures else "finished")
@@ -155,8 +153,8 @@ scan-pipeline {_e(__version__)} · <span class="{'bad' if report.failures else '
 """
 
 
-def write_report(path: Path, report: BatchReport, ledger: Path, config: Config | None = None) -> None:
-    text = render_report(report, ledger, config)
+def write_report(path: Path, report: BatchReport, ledger: Path) -> None:
+    text = render_report(report, ledger)
     try:
         if path.parent:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,17 @@ def ledger_rows(path: Path) -> pd.DataFrame:
     return df.drop(columns=["processed_at", "reviewed_at"])
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started, from any of its threads (Dask's nannies start workers from one)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread or process ended meanwhile
+            pass
+    return out
+
+
 def load_truth(corpus: Path) -> dict:
     return json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
 

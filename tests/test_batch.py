@@ -25,7 +25,7 @@ from scan_pipeline.config import load_config
 from scan_pipeline.records import PageImage, PageRef, PageResult
 
 from .bad_inputs import make_corpus
-from .conftest import SCRIPT, ledger_rows, load_truth, run
+from .conftest import SCRIPT, child_pids, ledger_rows, load_truth, run
 
 
 @pytest.fixture()
@@ -57,8 +57,7 @@ def _wait_for_pages(ledger: Path, proc: subprocess.Popen, count: int, timeout: f
 
 
 def _descendants(pid: int) -> list[int]:
-    children = [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                               text=True).stdout.split()]
+    children = child_pids(pid)
     return children + [d for c in children for d in _descendants(c)]
 
 

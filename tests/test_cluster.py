@@ -17,7 +17,7 @@ import pandas as pd
 from scan_pipeline.cluster import PackedPage
 from scan_pipeline.records import PageImage, PageRef
 
-from .conftest import SCRIPT, ledger_rows, run
+from .conftest import SCRIPT, child_pids, ledger_rows, run
 
 
 def test_a_packed_page_unpacks_to_the_same_pixels_and_a_compressed_one_is_smaller():
@@ -42,22 +42,14 @@ def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus
     pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # started from any thread (Dask's nannies run in one)
-        with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
 def _dask_workers(pid: int) -> list[int]:
     """The worker processes of the LocalCluster that `pid` started (its nannies run inside it)."""
     out = []
-    for child in _children(pid):
+    for child in child_pids(pid):
         with contextlib.suppress(OSError):
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
             if b"forkserver" in cmd:  # workers are forked from the fork server
-                out += _children(child)
+                out += child_pids(child)
             elif b"spawn_main" in cmd:
                 out.append(child)
     return out
