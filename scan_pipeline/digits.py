@@ -92,6 +92,90 @@ def _remove_long_lines(ink: np.ndarray, text_h: float) -> np.ndarray:
     return out
 
 
+def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
+    """Lines drawn across the whole cell (a row struck through: one line or the flat cross of the
+    row's diagonals; a printed rule): (y at x=0, slope, thickness) each. A line must cover most
+    columns, including both ends of the cell, which no written digit does."""
+    h, w = ink.shape
+    if w < 40 or h < 12:
+        return []
+    found = cv2.HoughLines(ink * 255, 1, np.pi / 720, int(0.55 * w), min_theta=np.pi / 2 - 0.4,
+                           max_theta=np.pi / 2 + 0.4)
+    if found is None:
+        return []
+    xs = np.arange(w)
+    edge = max(3, int(0.15 * w))
+    out: list[tuple[float, float, float]] = []
+    padded = np.vstack([np.zeros((4, w), np.uint8), ink, np.zeros((4, w), np.uint8)])
+    for rho, theta in found[:12, 0]:
+        s, c = float(np.sin(theta)), float(np.cos(theta))
+        if abs(s) < 1e-3:
+            continue
+        y = (rho - xs * c) / s
+        yi = np.round(y).astype(np.int64)
+        if yi.min() < -3 or yi.max() > h + 2:
+            continue
+        near = np.stack([padded[np.clip(yi + 4 + d, 0, h + 7), xs] for d in (-2, -1, 0, 1, 2)]).any(axis=0)
+        if near.mean() < 0.7 or near[:edge].mean() < 0.6 or near[-edge:].mean() < 0.6:
+            continue
+        # refit on the columns where the line is alone: the centre and length of its ink run
+        cols, centres, lengths = [], [], []
+        for x in np.flatnonzero(near):
+            col = padded[:, x]
+            y0 = int(yi[x]) + 4
+            hit = next((y0 + d for d in (0, -1, 1, -2, 2) if 0 <= y0 + d < h + 8 and col[y0 + d]), None)
+            if hit is None:
+                continue
+            a = hit
+            while a > 0 and col[a - 1]:
+                a -= 1
+            b = hit
+            while b < h + 7 and col[b + 1]:
+                b += 1
+            cols.append(x)
+            centres.append((a + b) / 2 - 4)
+            lengths.append(b - a + 1)
+        lengths_a = np.asarray(lengths, np.float64)
+        t = float(np.median(lengths_a))
+        alone = lengths_a <= t + 1
+        if alone.sum() < 0.4 * w or t > 0.25 * h:
+            continue
+        slope, y_at_0 = np.polyfit(np.asarray(cols)[alone], np.asarray(centres)[alone], 1)
+        if any(abs(y_at_0 - o[0]) < 2 * t + 2 and abs(y_at_0 + slope * w - o[0] - o[1] * w) < 2 * t + 2
+               for o in out):
+            continue  # the same line again
+        out.append((float(y_at_0), float(slope), t))
+        if len(out) == 3:
+            break
+    return out
+
+
+def _remove_strike_lines(ink: np.ndarray, lines: list[tuple[float, float, float]]) -> np.ndarray:
+    """Remove the ink of `lines` column by column: a vertical run of ink lying wholly within a line's
+    band is the line; a run reaching beyond it is a stroke crossing the line, and is kept whole."""
+    if not lines:
+        return ink
+    h, w = ink.shape
+    ys = np.arange(h, dtype=np.float64)[:, None]
+    xs = np.arange(w, dtype=np.float64)[None, :]
+    band = np.zeros((h, w), bool)
+    wide = np.zeros((h, w), bool)
+    for y0, slope, t in lines:
+        d = np.abs(ys - (y0 + slope * xs))
+        band |= d <= t / 2 + 0.5
+        wide |= d <= t / 2 + max(1.5, 0.35 * t)
+    on = ink.astype(bool)
+    start = on & ~np.vstack([np.zeros((1, w), bool), on[:-1]])
+    run = np.cumsum(start, axis=0) + np.arange(w)[None, :] * h  # a unique id per run of each column
+    ids = run[on]
+    n = int(ids.max()) + 1
+    touches = np.bincount(ids, weights=band[on], minlength=n) > 0
+    beyond = np.bincount(ids, weights=~wide[on], minlength=n) > 0
+    out = ink.copy()
+    out[on] = np.where(touches[ids] & ~beyond[ids], 0, 1).astype(np.uint8)
+    return out
+
+
 def _text_band(stats: np.ndarray, h: int) -> tuple[float, float]:
     """Top and bottom of the written line, from the larger ink pieces."""
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
@@ -148,6 +232,7 @@ def segment(crop: np.ndarray, *, heal: bool = True) -> Segmentation | None:
     """Atoms and candidate segments of a postal cell crop; None when it holds no digit-like ink."""
     ink = ink_mask(crop)
     h, w = ink.shape
+    ink = _remove_strike_lines(ink, _strike_lines(ink))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     if n <= 1:
         return None
