@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -100,20 +101,25 @@ def _check_poppler() -> None:
                                      hint="apt-get install poppler-utils (or run `make install`)")
 
 
+def as_gray(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels
+
+
 def _to_array(img: Image.Image) -> np.ndarray:
-    """Pixels as uint8 gray or RGB; transparency is paper, 16-bit scans are scaled down."""
+    """Pixels as uint8 gray, as the pipeline reads them (a third of the RGB bytes to send to a worker);
+    transparency is paper, 16-bit scans are scaled down."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         paper = Image.new("RGB", img.size, (255, 255, 255))
         paper.paste(rgba, mask=rgba.getchannel("A"))
-        return np.asarray(paper)
+        return as_gray(np.asarray(paper))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(img, dtype=np.float64)
         top = wide.max() or 1.0
         return (wide * (255.0 / (65535.0 if top > 255 else 255.0))).clip(0, 255).astype(np.uint8)
     if img.mode in ("1", "L", "F"):
         return np.asarray(img.convert("L"))
-    return np.asarray(img.convert("RGB"))
+    return as_gray(np.asarray(img.convert("RGB")))
 
 
 def _dpi(img: Image.Image, default: float) -> float:

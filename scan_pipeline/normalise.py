@@ -10,14 +10,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .load import as_gray
 from .records import FlatPage, PageImage
 
 PHOTO_DPI = 200  # a photographed page is warped flat at this resolution
 MAX_DPI = 200  # pages scanned finer are reduced to this working resolution: recognition needs no more
-
-
-def _as_gray(pixels: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels
 
 
 def flatten_light(gray: np.ndarray) -> np.ndarray:
@@ -192,7 +189,7 @@ def quarter_turn(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise_page(page: PageImage, paper_aspect: float = 297 / 210) -> FlatPage:
-    gray = _as_gray(page.pixels)
+    gray = as_gray(page.pixels)
     H = np.eye(3)
     dpi = page.dpi
     if dpi > MAX_DPI * 1.1:

@@ -25,7 +25,7 @@ class PageRef:
 @dataclass(frozen=True)
 class PageImage:
     ref: PageRef
-    pixels: np.ndarray  # uint8, gray (H, W) or RGB (H, W, 3)
+    pixels: np.ndarray  # uint8, gray (H, W) as loaded; RGB (H, W, 3) is accepted too
     dpi: float
 
 
