@@ -179,6 +179,7 @@ class PageExecutor(Protocol):
     """Runs `run_page` somewhere; futures come back in any order."""
 
     workers: int
+    wants_encoded: bool  # send a JPEG or PNG page as its file's bytes (a network: they are smaller)
 
     def submit(self, page: PageImage) -> Future[PageResult]: ...
 
@@ -191,6 +192,7 @@ class InlineExecutor:
     """One worker: the parent itself (no process start-up, easiest to debug)."""
 
     workers = 1
+    wants_encoded = False
 
     def __init__(self, setup: WorkerSetup, context: WorkerContext | None = None):
         self.ctx = context or build_context(setup)
@@ -209,6 +211,8 @@ class InlineExecutor:
 
 class PoolExecutor:
     """N worker processes on this machine, each with its own context."""
+
+    wants_encoded = False  # the pixels are already decoded: sending them costs only a copy
 
     def __init__(self, setup: WorkerSetup, workers: int):
         self.setup = setup
@@ -369,10 +373,11 @@ def pages_already_done(ledger: Path) -> set[str]:
     return done
 
 
-def _stream(files: list[InputFile], known: set[str], report: BatchReport) -> Iterator[_Slot]:
+def _stream(files: list[InputFile], known: set[str], report: BatchReport,
+            keep_encoded: bool = False) -> Iterator[_Slot]:
     """Every page of every file, in order, loaded lazily; load failures come as slots too."""
     for item in files:
-        pages = iter_pages(item)
+        pages = iter_pages(item, keep_encoded=keep_encoded)
         while True:
             start = time.perf_counter()
             try:
@@ -429,8 +434,9 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
                         log_level=logging.getLogger().getEffectiveLevel() if log_level is None else log_level)
     writer = _Writer(ledger, report, reprocess, config, config.batch.flush_seconds, keep_overlays, debug_dir)
     pool = make_executor(executor, report.workers, setup, scheduler, context)
+    report.workers = pool.workers  # a remote cluster has its own size
     try:
-        _drive(pool, _stream(files, known, report), writer, progress,
+        _drive(pool, _stream(files, known, report, pool.wants_encoded), writer, progress,
                in_flight=max(2, int(config.batch.pages_in_flight_per_worker * pool.workers)))
     except KeyboardInterrupt:
         report.interrupted = True

@@ -1,6 +1,7 @@
 """The page stage on a Dask cluster (`process --executor dask [--scheduler tcp://HOST:PORT]`).
 
-The parent reads the files and sends each page's pixels, PNG-compressed, so workers need no shared
+The parent reads the files and sends each page to a remote cluster as the scanner's own JPEG or PNG
+bytes when the page is a whole file, else as its pixels PNG-compressed, so workers need no shared
 filesystem; each worker builds its context (Tesseract, models) once, with its first page; results
 come back as they finish and the parent alone writes the ledger, exactly as with the local pool
 (`batch.py`). Dask reschedules the task of a worker lost mid-page on another worker; the parent
@@ -23,30 +24,39 @@ import numpy as np
 
 from .batch import WorkerSetup, build_context, crashed_page, run_page
 from .errors import PipelineError
+from .load import decode_image
 from .pipeline import WorkerContext
 from .records import PageImage, PageRef, PageResult
 
 log = logging.getLogger(__name__)
 
+WAIT_FOR_WORKERS_S = 60  # a remote cluster with no worker yet: how long to wait for one
+
 
 @dataclass(frozen=True)
 class PackedPage:
-    """A page as it travels to a worker: its pixels as a PNG (lossless), or raw on this machine.
+    """A page as it travels to a worker: the scanner's own JPEG or PNG bytes when the page is a whole
+    file, else its pixels as a PNG (lossless), or raw on this machine.
 
-    On a scan's noisy gray a fast PNG is ~0.55 of the raw size and costs the parent ~0.2 s a page
-    (300 dpi A4): worth it on a network, not on loopback, where the raw pixels go as they are.
+    A fast PNG of a scan's noisy gray is ~0.55 of the raw size and costs the parent ~0.2 s a page
+    (300 dpi A4): worth it on a network, not on loopback, where the raw pixels go as they are. The
+    file's own bytes are smaller still and cost nothing to encode: the worker decodes them exactly
+    as the parent did (`load.decode_image`).
     """
 
     ref: PageRef
     data: bytes
     dpi: float
-    shape: tuple[int, ...] = ()  # raw pixels: their shape (uint8); empty: data is a PNG
+    shape: tuple[int, ...] = ()  # raw pixels: their shape (uint8); empty: data is an image file
+    file_bytes: bool = False  # data is the input file itself, decoded as the loader decodes it
 
     @classmethod
     def pack(cls, page: PageImage, compress: bool = True) -> PackedPage:
         if not compress:
             pixels = np.ascontiguousarray(page.pixels, dtype=np.uint8)
             return cls(page.ref, pixels.tobytes(), page.dpi, tuple(pixels.shape))
+        if page.encoded:
+            return cls(page.ref, page.encoded, page.dpi, file_bytes=True)
         pixels = cv2.cvtColor(page.pixels, cv2.COLOR_RGB2BGR) if page.pixels.ndim == 3 else page.pixels
         ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast, most of the gain
         if not ok:
@@ -56,6 +66,8 @@ class PackedPage:
     def unpack(self) -> PageImage:
         if self.shape:
             return PageImage(self.ref, np.frombuffer(self.data, np.uint8).reshape(self.shape), self.dpi)
+        if self.file_bytes:
+            return PageImage(self.ref, decode_image(self.data, self.ref.source_file), self.dpi)
         pixels = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels.ndim == 3:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)  # PageImage colour pages are RGB
@@ -114,6 +126,12 @@ class DaskExecutor:
         try:
             if scheduler:
                 self.client = Client(scheduler, timeout="20s")
+                try:
+                    self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+                except TimeoutError:
+                    self.client.close()
+                    raise PipelineError(f"the Dask scheduler {scheduler} has no worker",
+                                        hint=f"start workers with `dask worker {scheduler}`") from None
             else:
                 _fast_worker_start()
                 # loopback only, no dashboard: nothing listens beyond this machine
@@ -125,10 +143,12 @@ class DaskExecutor:
         except OSError as exc:
             raise PipelineError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {exc}",
                                 hint="start it with `dask scheduler` and check the address and port") from exc
-        # the number of pages kept in flight follows the cluster's size
-        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
+        # the number of pages kept in flight follows the cluster's size: its threads, one page each
+        found = self.client.scheduler_info().get("workers", {}).values()
+        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in found) or workers)
         self._token = uuid.uuid4().hex
         self.compress = scheduler is not None  # a LocalCluster is on loopback
+        self.wants_encoded = self.compress
         self._setup_future = self.client.scatter(setup, broadcast=True)
 
     def submit(self, page: PageImage) -> Future[PageResult]:

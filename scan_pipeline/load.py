@@ -7,6 +7,7 @@ sheet is scanned again (new bytes) and not when the same file is processed again
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
 import subprocess
@@ -131,8 +132,10 @@ def _dpi(img: Image.Image, default: float) -> float:
     return value if 50 <= value <= 1200 else default
 
 
-def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI) -> Iterator[PageImage]:
-    """Every page of one file. Raises InputFileError for the file or for a page, with the reason."""
+def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI, keep_encoded: bool = False) -> Iterator[PageImage]:
+    """Every page of one file. Raises InputFileError for the file or for a page, with the reason.
+    `keep_encoded`: a one-page JPEG or PNG, or a PDF page that is a JPEG scan, also keeps the JPEG
+    or PNG bytes (`PageImage.encoded`)."""
     path, given = item.path, item.given_as
     try:
         digest = file_sha256(path)
@@ -142,12 +145,12 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI) -> Iterator[PageImage]:
     if path.stat().st_size == 0:
         raise InputFileError("the file is empty (0 bytes)", file=given, hint="scan the sheet again")
     if _is_pdf(path):
-        yield from _pdf_pages(path, given, digest, pdf_dpi)
+        yield from _pdf_pages(path, given, digest, pdf_dpi, keep_encoded)
     else:
-        yield from _image_pages(path, given, digest)
+        yield from _image_pages(path, given, digest, keep_encoded)
 
 
-def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageImage]:
+def _pdf_pages(path: Path, given: str, digest: str, dpi: int, keep_encoded: bool = False) -> Iterator[PageImage]:
     _check_poppler()
     from pdf2image import convert_from_path, pdfinfo_from_path
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
@@ -168,7 +171,7 @@ def _pdf_pages(path: Path, given: str, digest: str, dpi: int) -> Iterator[PageIm
         _check_pdf_page_size(facts, given, index + 1, dpi)
         embedded = _embedded_page_image(path, index + 1, facts)
         if embedded is not None:
-            yield PageImage(ref, _to_array(embedded[0]), embedded[1])
+            yield PageImage(ref, _to_array(embedded[0]), embedded[1], embedded[2] if keep_encoded else b"")
             continue
         try:
             images = convert_from_path(str(path), dpi=dpi, first_page=index + 1, last_page=index + 1,
@@ -214,8 +217,9 @@ def _check_pdf_page_size(facts: dict[str, str], given: str, page: int, dpi: int)
                              hint="export the sheet at A4 size, or scan it again")
 
 
-def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[Image.Image, float] | None:
-    """The page's only image, when the page is nothing but that image (a scanner's PDF).
+def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[Image.Image, float, bytes] | None:
+    """The page's only image, its resolution and, for a JPEG that `decode_image` reads to the same
+    pixels, its bytes; when the page is nothing but that image (a scanner's PDF).
 
     Taking the scan out of the PDF is several times faster than rendering the page and keeps the
     scan's own pixels; any other page (vector text, several images, a rotated page, an image that
@@ -255,17 +259,19 @@ def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[
             if img.format == "JPEG":
                 img.draft("L", img.size)  # decode straight to gray: color adds nothing to read
             img.load()
-            return img, width / (page_w / 72.0)
+            as_is = img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1  # no turn to undo
+            return img, width / (page_w / 72.0), files[0].read_bytes() if as_is else b""
         except (OSError, subprocess.SubprocessError, UnidentifiedImageError, SyntaxError, ValueError):
             return None
 
 
-def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
+def _open_image(source: Path | io.BytesIO, given: str) -> Image.Image:
+    """The image, decoded (its first frame), or InputFileError saying why not."""
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             if img.format == "JPEG":
                 img.draft("L", img.size)  # decode straight to gray: color adds nothing to read
             img.load()
@@ -278,6 +284,18 @@ def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputFileError(f"the image is damaged or truncated ({exc})", file=given,
                              hint="scan the sheet again") from exc
+    return img
+
+
+def decode_image(data: bytes, given: str = "(page sent)") -> np.ndarray:
+    """The pixels of a one-page JPEG or PNG file's bytes, exactly as `iter_pages` reads that file: a
+    worker of a remote cluster is sent the scanner's own bytes (`PageImage.encoded`) and decodes them."""
+    return _to_array(ImageOps.exif_transpose(_open_image(io.BytesIO(data), given)))
+
+
+def _image_pages(path: Path, given: str, digest: str, keep_encoded: bool = False) -> Iterator[PageImage]:
+    img = _open_image(path, given)
+    single = not getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) <= 1
     index = 0
     while True:
         try:
@@ -289,7 +307,8 @@ def _image_pages(path: Path, given: str, digest: str) -> Iterator[PageImage]:
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputFileError(f"the page is damaged ({exc})", file=given, page=index + 1,
                                  hint="scan the sheet again") from exc
-        yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), pixels, _dpi(frame, 300.0))
+        encoded = path.read_bytes() if keep_encoded and single and img.format in ("JPEG", "PNG") else b""
+        yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), pixels, _dpi(frame, 300.0), encoded)
         index += 1
-        if not getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) <= index:
+        if single or getattr(img, "n_frames", 1) <= index:
             return

@@ -27,6 +27,9 @@ class PageImage:
     ref: PageRef
     pixels: np.ndarray  # uint8, gray (H, W) as loaded; RGB (H, W, 3) is accepted too
     dpi: float
+    # the file's own bytes when they are this one page and decode (load.decode_image) to exactly
+    # these pixels: a JPEG or PNG as scanned, several times smaller than any re-encoding
+    encoded: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,36 @@ def test_a_packed_page_unpacks_to_the_same_pixels_and_a_compressed_one_is_smalle
             assert len(packed.data) < pixels.nbytes / 5 if compress else len(packed.data) == pixels.nbytes
 
 
+def test_a_jpeg_or_png_page_travels_as_its_file_and_unpacks_to_the_pixels_the_parent_read(tmp_path):
+    from PIL import Image
+
+    from scan_pipeline.load import InputFile, iter_pages
+
+    rng = np.random.default_rng(1)
+    gray = np.full((700, 500), 250, np.uint8)
+    gray[100:600:30, 50:450] = rng.integers(0, 90, (17, 400), dtype=np.uint8)
+    rgb = Image.fromarray(np.dstack([gray, gray, 255 - gray // 3]))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo taken sideways: the loader turns it upright
+    rgb.save(tmp_path / "turned.jpg", quality=85, exif=exif)
+    rgb.save(tmp_path / "page.png")
+    Image.fromarray(gray).save(tmp_path / "two.tif", save_all=True, append_images=[Image.fromarray(gray)])
+    rgb.save(tmp_path / "scan.pdf", resolution=100.0)  # a scanner's PDF: one JPEG filling the page
+    for name, as_file in (("turned.jpg", True), ("page.png", True), ("scan.pdf", True), ("two.tif", False)):
+        path = tmp_path / name
+        pages = list(iter_pages(InputFile(path, name), keep_encoded=True))
+        assert [bool(p.encoded) for p in pages] == [as_file] * len(pages)
+        for page in pages:
+            packed = PackedPage.pack(page, compress=True)
+            assert packed.file_bytes == as_file
+            if as_file and name != "scan.pdf":
+                assert packed.data == path.read_bytes()
+            assert np.array_equal(packed.unpack().pixels, page.pixels) and page.pixels.ndim == 2
+    assert pages[0].pixels.shape == (700, 500)
+    upright = next(iter_pages(InputFile(tmp_path / "turned.jpg", "turned.jpg")))
+    assert upright.pixels.shape == (500, 700) and not upright.encoded  # kept only when asked
+
+
 def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus, serial_ledger, tmp_path):
     ledger = tmp_path / "l.csv"
     result = run("process", str(scan_corpus), "--ledger", str(ledger), "--executor", "dask", "--workers", "2")
@@ -40,6 +70,42 @@ def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus
     assert "2 dask worker(s)" in result.stderr
     assert "INFO" not in result.stderr  # Dask's chatter only with --verbose
     pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_cluster_given_by_its_scheduler_reads_the_pages_it_is_sent(scan_corpus, serial_ledger, tmp_path):
+    """`dask scheduler` and `dask worker` started apart, as on other machines (here on loopback, in
+    a folder where the scans are not): the PNG pages go as their files, the PDF pages as PNGs."""
+    dask = Path(SCRIPT).parent / "dask"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    away = tmp_path / "worker-dir"
+    away.mkdir()
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], cwd=away, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--no-dashboard", "--host", "127.0.0.1"], cwd=away,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        ledger = tmp_path / "l.csv"
+        result = run("process", str(scan_corpus), "--ledger", str(ledger), "--executor", "dask",
+                     "--scheduler", address)
+        assert result.returncode == 0, result.stderr
+        assert "1 dask worker(s)" in result.stderr
+        pd.testing.assert_frame_equal(ledger_rows(ledger), ledger_rows(serial_ledger))
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def _dask_workers(pid: int) -> list[int]:
