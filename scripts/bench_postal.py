@@ -194,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, help="a generated corpus (with truth.json) already processed")
     parser.add_argument("--ledger", type=Path, help="the ledger written by `scan-pipeline process CORPUS`")
     parser.add_argument("--out", type=Path, default=Path("bench-postal.json"))
+    parser.add_argument("--model", type=Path, help="a digit model file to measure instead of the bundled one")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    from scan_pipeline.digits import load_model
+    from scan_pipeline import digits
 
-    load_model()  # loading is once per worker, not per cell: keep it out of the timing
+    if args.model:
+        model = digits.model_from_bytes(args.model.read_bytes())
+        digits.load_model = lambda: model  # read_postal looks it up at each call
+    digits.load_model()  # loading is once per worker, not per cell: keep it out of the timing
     results = {"generated": evaluate(generated_cases(args.cells, args.seed))}
     show("generated cells", results["generated"])
     if args.corpus and args.ledger:

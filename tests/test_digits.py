@@ -83,6 +83,51 @@ def test_strike_through_line_is_removed() -> None:
     assert widest < 1.2 * seg.line_height
 
 
+def test_flat_cross_of_a_struck_row_is_removed_and_digits_stay_whole() -> None:
+    """The row's two diagonals cross the cell nearly flat; the digits they cross stay one piece each."""
+    crop = _string("14710", gap=0.35)
+    h, w = crop.shape
+    for y0, y1 in ((int(0.45 * h), int(0.62 * h)), (int(0.62 * h), int(0.45 * h))):
+        cv2.line(crop, (0, y0), (w - 1, y1), 0, 3, cv2.LINE_AA)
+    lines = dg._strike_lines(dg.ink_mask(crop))
+    assert len(lines) == 2 and all(abs(slope) < 0.1 for _, slope, _ in lines)
+    seg = dg.segment(crop)
+    assert seg is not None and seg.n_atoms == 5
+    tops = [b[1] for b in seg.atom_boxes]
+    bottoms = [b[3] for b in seg.atom_boxes]
+    # every digit reaches from above the lines to below them: not cut in two halves
+    assert max(tops) < 0.4 * h and min(bottoms) > 0.7 * h
+
+
+def test_a_whitened_rule_through_the_digits_is_healed() -> None:
+    """A printed rule whitened across the cell cuts every digit in two; the halves are joined again."""
+    crop = _string("75013", thickness=5)
+    ink = dg.ink_mask(crop)
+    rows = np.flatnonzero(ink.any(axis=1))
+    mid = int(rows.mean())
+    crop[mid:mid + 2, :] = 255
+    cut = dg.ink_mask(crop)
+    n_cut, _, _, _ = cv2.connectedComponentsWithStats(cut)
+    assert n_cut - 1 > 5  # the digits are in pieces
+    healed = dg._heal_whitened_rows(cut)
+    n_healed, _, _, _ = cv2.connectedComponentsWithStats(healed)
+    assert n_healed - 1 == 5
+    assert (healed >= cut).all() and healed.sum() - cut.sum() < 0.05 * cut.sum()
+    seg = dg.segment(crop)
+    assert seg is not None and seg.n_atoms == 5
+    assert all(b[1] < rows[0] + 3 and b[3] > rows[-1] - 3 for b in seg.atom_boxes)
+
+
+def test_neighbouring_digits_are_not_joined_by_healing() -> None:
+    ink = dg.ink_mask(_string("13300", gap=0.04, thickness=3))
+    assert np.array_equal(dg._heal_whitened_rows(ink), ink)
+
+
+def test_digits_alone_are_no_strike_line() -> None:
+    assert dg._strike_lines(dg.ink_mask(_string("77777", gap=-0.05))) == []
+    assert dg._strike_lines(dg.ink_mask(_string("75011", strike=True)))  # the line of the struck row is
+
+
 def test_spill_from_the_next_row_is_dropped() -> None:
     crop = _string("75011")
     crop[-6:, 20:60] = 0  # the top of a digit of the row below, at the crop's edge
