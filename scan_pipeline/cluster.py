@@ -45,7 +45,7 @@ class PackedPage:
     """
 
     ref: PageRef
-    data: bytes
+    data: bytes | np.ndarray  # an image file's bytes, or the raw pixels, flat
     dpi: float
     shape: tuple[int, ...] = ()  # raw pixels: their shape (uint8); empty: data is an image file
     file_bytes: bool = False  # data is the input file itself, decoded as the loader decodes it
@@ -54,7 +54,8 @@ class PackedPage:
     def pack(cls, page: PageImage, compress: bool = True) -> PackedPage:
         if not compress:
             pixels = np.ascontiguousarray(page.pixels, dtype=np.uint8)
-            return cls(page.ref, pixels.tobytes(), page.dpi, tuple(pixels.shape))
+            # as an array, not bytes: Dask then sends it as it is (pickle 5, out of band), with no copy
+            return cls(page.ref, pixels.reshape(-1), page.dpi, tuple(pixels.shape))
         if page.encoded:
             return cls(page.ref, page.encoded, page.dpi, file_bytes=True)
         pixels = cv2.cvtColor(page.pixels, cv2.COLOR_RGB2BGR) if page.pixels.ndim == 3 else page.pixels
@@ -65,7 +66,7 @@ class PackedPage:
 
     def unpack(self) -> PageImage:
         if self.shape:
-            return PageImage(self.ref, np.frombuffer(self.data, np.uint8).reshape(self.shape), self.dpi)
+            return PageImage(self.ref, np.asarray(self.data, np.uint8).reshape(self.shape), self.dpi)
         if self.file_bytes:
             return PageImage(self.ref, decode_image(self.data, self.ref.source_file), self.dpi)
         pixels = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_UNCHANGED)
