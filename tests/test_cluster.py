@@ -108,6 +108,36 @@ def test_a_cluster_given_by_its_scheduler_reads_the_pages_it_is_sent(scan_corpus
             proc.wait(timeout=30)
 
 
+def test_a_scheduler_with_no_worker_is_a_clear_error(monkeypatch, template, tmp_path):
+    import pytest
+
+    from scan_pipeline import cluster
+    from scan_pipeline.batch import WorkerSetup
+    from scan_pipeline.config import load_config
+    from scan_pipeline.errors import PipelineError
+
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(SCRIPT).parent / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                             str(port), "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        monkeypatch.setattr(cluster, "WAIT_FOR_WORKERS_S", 2)
+        address = f"tcp://127.0.0.1:{port}"
+        with pytest.raises(PipelineError) as caught:
+            for _ in range(40):  # the scheduler takes a moment to listen
+                try:
+                    cluster.DaskExecutor(WorkerSetup(template, load_config()), 2, address)
+                except PipelineError as exc:
+                    if "has no worker" in exc.message:
+                        raise
+                time.sleep(0.25)
+        assert caught.value.message == f"the Dask scheduler {address} has no worker"
+        assert f"dask worker {address}" in caught.value.hint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 def _dask_workers(pid: int) -> list[int]:
     """The worker processes of the LocalCluster that `pid` started (its nannies run inside it)."""
     out = []
