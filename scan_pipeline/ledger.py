@@ -931,7 +931,11 @@ def append_page_records(ledger: Path, records: Sequence[dict[str, Any]]) -> None
     """Append the run's per-page records (quality figures, issues; never names) to L.pages.jsonl."""
     if not records:
         return
-    path = sidecar_paths(ledger).pages
+    _append_jsonl(sidecar_paths(ledger).pages, records)
+
+
+def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records as JSON lines, fsynced: a crash leaves at most a torn last line (readers skip it)."""
     _ensure_dir(path.parent)
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
     try:
@@ -969,16 +973,7 @@ def read_page_records(ledger: Path) -> list[dict[str, Any]]:
 
 def _append_audit(ledger: Path, record: dict[str, Any]) -> None:
     """Append one record (never a name) to L.audit.jsonl, fsynced before the ledger changes."""
-    path = sidecar_paths(ledger).audit
-    _ensure_dir(path.parent)
-    try:
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
-                          hint="check that the ledger's folder is writable") from exc
+    _append_jsonl(sidecar_paths(ledger).audit, [record])
 
 
 def audit_records(ledger: Path) -> list[dict[str, Any]]:
