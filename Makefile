@@ -22,11 +22,8 @@ $(STAMP): pyproject.toml
 
 demo: install
 	rm -rf $(DEMO)
-	$(VENV)/bin/scan-pipeline process samples --ledger $(DEMO)/ledger.csv --debug-dir $(DEMO)/overlays || [ $$? -eq 10 ]
-	@echo
-	@echo "ledger:   $(DEMO)/ledger.csv"
-	@echo "crops:    $(DEMO)/ledger.crops/"
-	@echo "overlays: $(DEMO)/overlays/"
+	$(VENV)/bin/scan-pipeline process samples --ledger $(DEMO)/ledger.csv --debug-dir $(DEMO)/overlays \
+		--report $(DEMO)/report.html || [ $$? -eq 10 ]
 
 test: install
 	$(PY) -m pytest -q
