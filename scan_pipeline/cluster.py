@@ -113,6 +113,13 @@ def _fast_worker_start() -> None:
     multiprocessing.get_context("forkserver").set_forkserver_preload(["scan_pipeline.cluster", "distributed"])
 
 
+def cluster_failure(ref: PageRef, exc: BaseException) -> PageResult:
+    """The result of a page the cluster could not read: our own errors say why (a worker whose
+    Pillow cannot decode the file sent), Dask's by their kind (KilledWorker, a lost scheduler)."""
+    why = exc.message if isinstance(exc, PipelineError) else type(exc).__name__
+    return crashed_page(ref, f"failed on the cluster ({why})")
+
+
 class DaskExecutor:
     """Runs pages on a Dask cluster: a LocalCluster of `workers` processes, or the one at `scheduler`."""
 
@@ -161,7 +168,7 @@ class DaskExecutor:
             try:
                 local.set_result(fut.result())
             except Exception as exc:  # KilledWorker (the page killed 3 workers), a lost scheduler...
-                local.set_result(crashed_page(page.ref, f"failed on the cluster ({type(exc).__name__})"))
+                local.set_result(cluster_failure(page.ref, exc))
 
         remote.add_done_callback(done)
         local.remote = remote  # type: ignore[attr-defined]  # keeps the Dask future alive until consumed

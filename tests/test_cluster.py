@@ -63,6 +63,23 @@ def test_a_jpeg_or_png_page_travels_as_its_file_and_unpacks_to_the_pixels_the_pa
     assert upright.pixels.shape == (500, 700) and not upright.encoded  # kept only when asked
 
 
+def test_a_page_the_cluster_cannot_read_fails_alone_and_says_why():
+    from scan_pipeline.cluster import cluster_failure
+    from scan_pipeline.errors import InputFileError
+
+    ref = PageRef("scan.jpg", 1, "0" * 64)
+    packed = PackedPage(ref, b"\xff\xd8\xff\xe0 cut short", 300.0, file_bytes=True)
+    try:
+        packed.unpack()
+    except InputFileError as exc:
+        result = cluster_failure(ref, exc)
+    else:
+        raise AssertionError("a truncated JPEG unpacked")
+    assert result.failed and result.ref == ref
+    assert "failed on the cluster (the image is damaged or truncated" in result.issues[0].message
+    assert "KilledWorker" in cluster_failure(ref, type("KilledWorker", (Exception,), {})()).issues[0].message
+
+
 def test_dask_local_cluster_writes_the_same_ledger_as_the_local_pool(scan_corpus, serial_ledger, tmp_path):
     ledger = tmp_path / "l.csv"
     result = run("process", str(scan_corpus), "--ledger", str(ledger), "--executor", "dask", "--workers", "2")
