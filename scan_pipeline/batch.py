@@ -423,25 +423,28 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
     if not files:
         raise NoInputError("no input file to process" + (f" ({', '.join(missing)} not found)" if missing else ""),
                            hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
-    known = set() if reprocess else pages_already_done(ledger)
     if debug_dir:
         try:
             debug_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create {debug_dir}: {exc.strerror or exc}") from exc
-    report.pages_total = sum(count_pages(f) for f in files)
     setup = WorkerSetup(template, config, overlay=bool(debug_dir) or keep_overlays,
                         log_level=logging.getLogger().getEffectiveLevel() if log_level is None else log_level)
-    writer = _Writer(ledger, report, reprocess, config, config.batch.flush_seconds, keep_overlays, debug_dir)
+    # first, so that workers (or a local Dask cluster) start while the pages are counted
     pool = make_executor(executor, report.workers, setup, scheduler, context)
     report.workers = pool.workers  # a remote cluster has its own size
+    writer: _Writer | None = None
     try:
+        known = set() if reprocess else pages_already_done(ledger)
+        report.pages_total = sum(count_pages(f) for f in files)
+        writer = _Writer(ledger, report, reprocess, config, config.batch.flush_seconds, keep_overlays, debug_dir)
         _drive(pool, _stream(files, known, report, pool.wants_encoded), writer, progress,
                in_flight=max(2, int(config.batch.pages_in_flight_per_worker * pool.workers)))
     except KeyboardInterrupt:
         report.interrupted = True
         pool.close(cancel=True)
-        writer.flush()
+        if writer is not None:
+            writer.flush()
         report.seconds = time.perf_counter() - start
         raise KeyboardInterrupt(report) from None
     except BaseException:

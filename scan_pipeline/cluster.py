@@ -121,48 +121,89 @@ def cluster_failure(ref: PageRef, exc: BaseException) -> PageResult:
 
 
 class DaskExecutor:
-    """Runs pages on a Dask cluster: a LocalCluster of `workers` processes, or the one at `scheduler`."""
+    """Runs pages on a Dask cluster: a LocalCluster of `workers` processes, or the one at `scheduler`.
+
+    A LocalCluster starts in the background (~0.6 s: importing Dask, forking its workers): the parent
+    meanwhile counts and loads the first pages, which wait here until it is up, as a process pool's
+    first pages wait for its workers."""
 
     def __init__(self, setup: WorkerSetup, workers: int, scheduler: str | None = None):
-        from distributed import Client, LocalCluster  # batch.check_executor said how to install it if missing
-
-        self.cluster = None
+        self.cluster: Any = None
+        self.client: Any = None
+        self.workers = workers
+        self._setup = setup
+        self._token = uuid.uuid4().hex
+        self.compress = scheduler is not None  # a LocalCluster is on loopback
+        self.wants_encoded = self.compress
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[PageImage, Future[PageResult]]] = []
+        self._failure: PipelineError | None = None
+        self._starting: threading.Thread | None = None
         if not log.isEnabledFor(logging.DEBUG):  # Dask's INFO chatter is for --verbose only
             for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
                          "distributed.worker", "distributed.http.proxy"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+        if scheduler:
+            self._connect(scheduler)  # a wrong address or an empty cluster is said at once
+        else:
+            self._starting = threading.Thread(target=self._start_local, name="dask-local-cluster", daemon=True)
+            self._starting.start()
+
+    def _connect(self, scheduler: str) -> None:
+        from distributed import Client  # batch.check_executor said how to install it if missing
+
         try:
-            if scheduler:
-                self.client = Client(scheduler, timeout="20s")
-                try:
-                    self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
-                except TimeoutError:
-                    self.client.close()
-                    raise PipelineError(f"the Dask scheduler {scheduler} has no worker",
-                                        hint=f"start workers with `dask worker {scheduler}`") from None
-            else:
-                _fast_worker_start()
-                # loopback only, no dashboard: nothing listens beyond this machine
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                                            scheduler_kwargs={"dashboard": False})
-                self.client = Client(self.cluster)
-                self.client.wait_for_workers(workers, timeout=120)  # a late worker would get no first page
+            self.client = Client(scheduler, timeout="20s")
         except OSError as exc:
-            raise PipelineError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {exc}",
+            raise PipelineError(f"cannot reach the Dask scheduler {scheduler}: {exc}",
                                 hint="start it with `dask scheduler` and check the address and port") from exc
+        try:
+            self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+        except TimeoutError:
+            self.client.close()
+            raise PipelineError(f"the Dask scheduler {scheduler} has no worker",
+                                hint=f"start workers with `dask worker {scheduler}`") from None
         # the number of pages kept in flight follows the cluster's size: its threads, one page each
         found = self.client.scheduler_info().get("workers", {}).values()
-        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in found) or workers)
-        self._token = uuid.uuid4().hex
-        self.compress = scheduler is not None  # a LocalCluster is on loopback
-        self.wants_encoded = self.compress
-        self._setup_future = self.client.scatter(setup, broadcast=True)
+        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in found) or self.workers)
+        self._setup_future = self.client.scatter(self._setup, broadcast=True)
+
+    def _start_local(self) -> None:
+        try:
+            from distributed import Client, LocalCluster
+
+            _fast_worker_start()
+            # loopback only, no dashboard: nothing listens beyond this machine
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                        scheduler_kwargs={"dashboard": False})
+            self.client = Client(self.cluster)
+            self.client.wait_for_workers(self.workers, timeout=120)  # a late worker would get no first page
+            self._setup_future = self.client.scatter(self._setup, broadcast=True)
+        except Exception as exc:
+            log.debug("the local Dask cluster did not start", exc_info=True)
+            self._failure = PipelineError(f"cannot start a local Dask cluster: {exc}",
+                                          hint="run with --executor local, or with --verbose to see why")
+        with self._lock:  # the pages that waited go first, in their order
+            for page, local in self._waiting:
+                self._send(page, local)
+            self._waiting, self._starting = [], None
 
     def submit(self, page: PageImage) -> Future[PageResult]:
+        local: Future[PageResult] = Future()
+        with self._lock:
+            if self._starting is not None:
+                self._waiting.append((page, local))
+                return local
+        self._send(page, local)
+        return local
+
+    def _send(self, page: PageImage, local: Future[PageResult]) -> None:
+        if self._failure is not None:
+            local.set_exception(self._failure)  # raised where the batch waits for the page: it stops
+            return
         packed = PackedPage.pack(page, compress=self.compress)
         remote = self.client.submit(_dask_task, packed, self._token, self._setup_future, pure=False)
-        local: Future[PageResult] = Future()
 
         def done(fut: Any) -> None:
             try:
@@ -172,14 +213,17 @@ class DaskExecutor:
 
         remote.add_done_callback(done)
         local.remote = remote  # type: ignore[attr-defined]  # keeps the Dask future alive until consumed
-        return local
 
     def restart(self) -> None:
         pass  # Dask replaces lost workers and reschedules their tasks itself
 
     def close(self, cancel: bool = False) -> None:
+        starting = self._starting
+        if starting is not None:
+            starting.join()
         try:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
         finally:
             if self.cluster is not None:
                 self.cluster.close()
