@@ -377,9 +377,15 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
 
     blocks = []
     keys = template.column_keys
+    printed = template.rows_on_page(sheet_page)
     for (_, xs, ys), block_numbers, block_reads, block_texts in zip(layouts, numbers, reads, texts):
         if block_numbers is None:
             continue  # a structure that is not part of the sheet's grid
+        # ruled lines going on past the page's last printed number (a notice in boxes, a photo's
+        # table edge) are no rows: nothing of the sheet is printed there
+        known = [i for i, n in enumerate(block_numbers) if n is not None]
+        if known and block_numbers[known[-1]] == printed[-1]:
+            ys = ys[:known[-1] + 3]
         rows = []
         for i, (top, bottom) in enumerate(zip(ys[1:-1], ys[2:])):
             number = block_numbers[i]

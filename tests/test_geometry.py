@@ -183,3 +183,25 @@ def test_a_blurred_row_number_is_placed_by_its_neighbours(template, context):
 def test_broken_ruled_lines(template, context):
     page, info = _page_under(template, "gray", 27, broken_lines=True, upside_down=False, angle=-1.2)
     _assert_every_row_found(process_page(page, context), info)
+
+
+def test_ruled_lines_below_the_last_row_are_not_rows(template, context):
+    """A table that seems to go on under the grid (ruled lines, a notice in boxes) after the page's
+    last printed number: no extra row, no false 'rows found' failure."""
+    import cv2
+
+    page, info = _page_under(template, "scan", 28, upside_down=False, angle=0.0)
+    last = max((r for r in info["rows"]), key=lambda r: r["row_number"])
+    x0 = last["cells"]["row_number"][0]
+    xs = [last["cells"][c][0] for c in ("row_number", "name", "postal_code", "signature")]
+    xs.append(last["cells"]["signature"][2])
+    bottom, height = last["cells"]["name"][3], last["cells"]["name"][3] - last["cells"]["name"][1]
+    pixels = page.pixels.copy()
+    for k in (1, 2):
+        cv2.line(pixels, (int(x0), int(bottom + k * height)), (int(xs[-1]), int(bottom + k * height)), 0, 3)
+    for x in xs:
+        cv2.line(pixels, (int(x), int(bottom)), (int(x), int(bottom + 2 * height)), 0, 3)
+    result = process_page(type(page)(page.ref, pixels, page.dpi), context)
+    _assert_every_row_found(result, info)
+    assert [r.row_number for r in result.rows] == list(template.rows_on_page(2))
+    assert not [i for i in result.issues if i.code in ("page_rows_count", "row_unnumbered")], result.issues
