@@ -133,8 +133,8 @@ class DaskExecutor:
         self.workers = workers
         self._setup = setup
         self._token = uuid.uuid4().hex
-        self.compress = scheduler is not None  # a LocalCluster is on loopback
-        self.wants_encoded = self.compress
+        # a remote cluster gets files' own bytes, else PNGs; a LocalCluster (loopback) raw pixels
+        self.wants_encoded = scheduler is not None
         self._lock = threading.Lock()
         self._waiting: list[tuple[PageImage, Future[PageResult]]] = []
         self._failure: PipelineError | None = None
@@ -202,7 +202,7 @@ class DaskExecutor:
         if self._failure is not None:
             local.set_exception(self._failure)  # raised where the batch waits for the page: it stops
             return
-        packed = PackedPage.pack(page, compress=self.compress)
+        packed = PackedPage.pack(page, compress=self.wants_encoded)
         remote = self.client.submit(_dask_task, packed, self._token, self._setup_future, pure=False)
 
         def done(fut: Any) -> None:
