@@ -450,11 +450,15 @@ def _initial_form(tokens: tuple[str, ...]) -> str:
 
 
 def _initial_forms(tokens: tuple[str, ...]) -> list[str]:
-    """The name with each one of its words reduced to its initial (sorted-word keys)."""
+    """The name with each one of its words reduced to its initial (sorted-word keys); in a name of three
+    words or more, also two neighbouring words reduced to the first one's initial: "MEUNIER J." is how
+    Jean-Pierre Meunier, whose hyphenated given name reads as two words, writes his name in short."""
     forms = []
     for i, t in enumerate(tokens):
         if len(t) > 1:
             forms.append(_initial_form(tokens[:i] + (t[0],) + tokens[i + 1:]))
+            if len(tokens) >= 3 and i + 1 < len(tokens) and len(tokens[i + 1]) > 1:
+                forms.append(_initial_form(tokens[:i] + (t[0],) + tokens[i + 2:]))
     return forms
 
 
@@ -465,8 +469,8 @@ def _initial_pairs(block: np.ndarray, reps: np.ndarray, names: Names) -> list[tu
         return []
     tokens = names.tokens
     count = names.count[reps]
-    # a name that reduces to a query's form has its number of words and shares a word with it (or
-    # has a single word): only those are reduced, not every name of the ledger
+    # a name that reduces to a query's form has its number of words (or one more) and shares a word
+    # with it (or has a single word): only those are reduced, not every name of the ledger
     owner = np.repeat(np.arange(len(reps)), count)
     at = np.repeat(names.row_words[reps] - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
     code = names.coarse_words[at]
@@ -476,7 +480,9 @@ def _initial_pairs(block: np.ndarray, reps: np.ndarray, names: Names) -> list[tu
     shares[owner[np.isin(block[owner] * width + code, block[owner[query_words]] * width + code[query_words])]] = True
     one_word = np.isin(block, block[queries[count[queries] == 1]]) & (count == 1)
     longest = int(count.max()) + 1
-    same_count = np.isin(block * longest + count, block[queries] * longest + count[queries])
+    query_counts = block[queries] * longest + count[queries]
+    same_count = np.isin(block * longest + count, query_counts) | (
+        (count >= 3) & np.isin(block * longest + count - 1, query_counts))  # two words to one initial
     wanted: dict[tuple[int, str], list[int]] = {}
     for q, b in zip(reps[queries].tolist(), block[queries].tolist(), strict=True):
         wanted.setdefault((b, _initial_form(tokens[q])), []).append(q)

@@ -77,6 +77,21 @@ def test_initial_fitting_two_signers_is_only_possible() -> None:
     assert single["status"].tolist() == ["ok", "duplicate"]
 
 
+def test_initial_of_a_hyphenated_given_name() -> None:
+    # "Jean-Pierre" reads as two words; written short, it is one initial
+    df = rows_frame([("MEUNIER Jean-Pierre", "44000"), ("MEUNIER J.", "44000"), ("J. MEUNIER", "44000"),
+                     ("MEUNIER Jean Paul", "13001"), ("MEUNIER P.", "13001")])
+    out = dedup.deduplicate(df).frame
+    ids = out["signature_id"].tolist()
+    assert out["status"].tolist()[:3] == ["ok", "duplicate", "duplicate"]
+    assert out["duplicate_of"].tolist()[1:3] == [ids[0], ids[0]]
+    # "P." is Paul's initial only if Jean is dropped, not a short form of the whole given name
+    assert out["status"].tolist()[3:] == ["ok", "ok"]
+    two = dedup.deduplicate(rows_frame([("MEUNIER Jean-Pierre", "44000"), ("MEUNIER Jean-Marc", "44000"),
+                                        ("MEUNIER J.", "44000")])).frame
+    assert two["status"].tolist()[2] == "review"  # fits both: a person decides
+
+
 def test_corrected_postal_code_is_compared_within_its_departement() -> None:
     df = rows_frame([("LEROY Anne", "75011"), ("LEROY Anne", "75012"), ("LEROY Anne", "75020")],
                     flags=["", "postal_corrected", ""])
