@@ -180,7 +180,8 @@ def _progress_bar(show: bool) -> Progress:
 
 
 def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
-    """One screen at the end, on stderr: failures first (always shown), then the figures."""
+    """One screen at the end, on stderr: failures first (always shown), then the figures (a table on a
+    terminal, one line otherwise)."""
     for failure in report.failures:
         err.print(f"[red]failed:[/] {escape(str(failure))}", markup=True)
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -196,12 +197,13 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
         ("time", f"{report.seconds:.1f} s"),
     ):
         table.add_row(label, value)
-    err.print(table)
-    # kept as one line too: scripts and tests read it
-    err.print(
-        f"{report.pages_done} page(s) processed, {report.pages_skipped} already in the ledger, "
-        f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
-        f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
+    if err.is_terminal:
+        err.print(table)
+    else:  # a log file or a script: one line, easy to grep
+        err.print(
+            f"{report.pages_done} page(s) processed, {report.pages_skipped} already in the ledger, "
+            f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
+            f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
     err.print(f"ledger:   {ledger}\ncrops:    {ledger.with_suffix('.crops')}/"
               + (f"\noverlays: {debug_dir}/" if debug_dir else ""))
 

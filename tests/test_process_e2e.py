@@ -189,3 +189,23 @@ def test_per_page_quality_records_hold_no_names(processed):
     text = "\n".join(lines)
     names = [r["name"] for f in load_truth(corpus)["files"] for p in f["pages"] for r in p["rows"] if r["written"]]
     assert not any(n.split()[0] in text for n in names)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_summary_is_a_table_on_a_terminal_and_one_line_otherwise(monkeypatch, tmp_path, terminal):
+    import io
+
+    from rich.console import Console
+
+    from scan_pipeline import cli
+    from scan_pipeline.batch import BatchReport
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=out, force_terminal=terminal, width=100, color_system=None))
+    cli._print_summary(BatchReport(pages_done=3, pages_skipped=1, rows_added=40, flagged=7, duplicates=2,
+                                   seconds=12.0), tmp_path / "l.csv", None)
+    text = out.getvalue()
+    one_line = "3 page(s) processed, 1 already in the ledger, 0 failed; 40 signature row(s) added"
+    assert (one_line in text) is not terminal  # said once: never the table and the line together
+    assert ("signature rows added" in text) is terminal
+    assert "15 pages/min" in text if terminal else "ledger:" in text
