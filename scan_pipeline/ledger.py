@@ -300,7 +300,8 @@ def _column_checks() -> dict[str, Callable[[list[str]], bool] | None] | None:
 
 # signature_id is page_sha256[:16], a dash and row_number on at least two digits: when those two
 # columns pass these patterns and every id is the one they give, the id passes its pattern too.
-_ID_PARTS = {"signature_id": "^[0-9a-f]{16}-[0-9]{2,}$", "page_sha256": "^[0-9a-f]{64}$",
+SIGNATURE_ID_PATTERN = "[0-9a-f]{16}-[0-9]{2,}"  # what signature_id gives (also in schemas/ledger.schema.json)
+_ID_PARTS = {"signature_id": f"^{SIGNATURE_ID_PATTERN}$", "page_sha256": "^[0-9a-f]{64}$",
              "row_number": "^(0|[1-9][0-9]*)$"}
 
 
@@ -510,7 +511,7 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace path with data so that readers see the old or the new file, never a partial one."""
     tmp: str | None = None
     try:
@@ -578,7 +579,7 @@ def write_ledger(df: pd.DataFrame, path: Path) -> None:
 
 def _write_valid(df: pd.DataFrame, path: Path) -> None:
     _ensure_dir(path.parent)
-    _atomic_write(path, ledger_csv_text(df).encode("utf-8"))
+    atomic_write(path, ledger_csv_text(df).encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -727,7 +728,7 @@ def write_crops(ledger: Path, result: PageResult, *, prune: bool = False) -> lis
             target = folder / _crop_name(row.row_number, column)
             if not written:
                 _ensure_dir(folder)
-            _atomic_write(target, bytes(png), durable=False)  # crops can be redone; skip the fsync cost
+            atomic_write(target, bytes(png), durable=False)  # crops can be redone; skip the fsync cost
             written.append(target)
     if prune and folder.is_dir():
         keep = set(written)
@@ -738,7 +739,7 @@ def write_crops(ledger: Path, result: PageResult, *, prune: bool = False) -> lis
     return written
 
 
-def _read_details(path: Path) -> dict[str, dict[str, Any]]:
+def read_details(path: Path) -> dict[str, dict[str, Any]]:
     return _read_details_lines(path)[0]
 
 
@@ -755,7 +756,7 @@ def _json_line(line: str) -> Any:
 
 
 def _read_details_lines(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], str]]]:
-    """The details by signature_id, and the line each object was read from (see _details_text)."""
+    """The details by signature_id, and the line each object was read from (see details_text)."""
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
@@ -789,7 +790,7 @@ def _read_details_lines(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str
 _JSON_LINE = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _details_text(details: Iterable[dict[str, Any]],
+def details_text(details: Iterable[dict[str, Any]],
                   read_from: dict[str, tuple[dict[str, Any], str]] | None = None) -> str:
     """One JSON object a line. read_from (from _read_details_lines): an object still the very one read
     keeps its line as it was (the same JSON), so a large ledger's details are not all encoded again."""
@@ -920,7 +921,7 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                 }
         ordered = [details[sid] for sid in ids if sid in details]
         if ordered != list(old_details.values()):
-            _atomic_write(paths.details, _details_text(ordered, old_lines).encode("utf-8"))
+            atomic_write(paths.details, details_text(ordered, old_lines).encode("utf-8"))
 
         if not ledger.exists() or not _same_rows(before, after):
             _write_valid(after, ledger)  # validated above
@@ -971,7 +972,7 @@ def read_page_records(ledger: Path) -> list[dict[str, Any]]:
 # --- audit log, erasure -------------------------------------------------------------------------
 
 
-def _append_audit(ledger: Path, record: dict[str, Any]) -> None:
+def append_audit(ledger: Path, record: dict[str, Any]) -> None:
     """Append one record (never a name) to L.audit.jsonl, fsynced before the ledger changes."""
     _append_jsonl(sidecar_paths(ledger).audit, [record])
 
@@ -1097,7 +1098,7 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
         if gone.empty:
             summary.rows_total = len(df)
             return summary
-        _append_audit(ledger, {
+        append_audit(ledger, {
             "action": "erase", "at": utc_timestamp(now),
             "rows": [{"page_sha256": s, "row_number": int(r)}
                      for s, r in zip(gone["page_sha256"], gone["row_number"], strict=True)],
@@ -1119,7 +1120,7 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
                     found = result.candidates.get(s, [])
                     same = "duplicate_candidates" in obj and obj["duplicate_candidates"] == found
                     kept.append(obj if same else {**obj, "duplicate_candidates": found})
-            _atomic_write(paths.details, _details_text(kept, old_lines).encode("utf-8"))
+            atomic_write(paths.details, details_text(kept, old_lines).encode("utf-8"))
         write_ledger(after, ledger)
         summary.rows_erased = len(gone)
         summary.rows_total = len(after)
@@ -1192,7 +1193,7 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
             frames.append(df)
             labels.append(label)
             summary.rows_read += len(df)
-            for s, obj in _read_details(sidecar_paths(path).details).items():
+            for s, obj in read_details(sidecar_paths(path).details).items():
                 details.setdefault(s, obj)
             for record in audit_records(path):
                 if record.get("action") == "erase":
@@ -1228,13 +1229,13 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
             summary.crops_copied = _copy_crops(after, sources, crop_roots, sidecar_paths(out).crops)
         _ensure_dir(out.parent)
         text = _merged_details_text(after["signature_id"].tolist(), sources, details, result.candidates)
-        _atomic_write(sidecar_paths(out).details, text.encode("utf-8"))
+        atomic_write(sidecar_paths(out).details, text.encode("utf-8"))
         known = {json.dumps(r, sort_keys=True) for r in audit_records(out)} if out.exists() else set()
         for record in erase_records:  # the output remembers every erasure of its inputs
             if json.dumps(record, sort_keys=True) not in known:
-                _append_audit(out, record)
+                append_audit(out, record)
                 known.add(json.dumps(record, sort_keys=True))
-        _append_audit(out, {"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
+        append_audit(out, {"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
                             "rows_read": summary.rows_read, "rows_written": len(after)})
         _write_valid(after, out)
         summary.rows_total = len(after)
@@ -1317,7 +1318,7 @@ def _copy_crops(df: pd.DataFrame, sources: _Sources, roots: dict[str, Path], tar
                 continue
             _ensure_dir(target / sha[:16])
             for f in files:
-                _atomic_write(target / sha[:16] / f.name, f.read_bytes(), durable=False)
+                atomic_write(target / sha[:16] / f.name, f.read_bytes(), durable=False)
                 copied += 1
             break
     return copied

@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .errors import MissingDependencyError, OutputError
 from .flags import flag_words
-from .ledger import _atomic_write, departement_chart, ledger_stats, read_ledger
+from .ledger import atomic_write, departement_chart, ledger_stats, read_ledger
 
 if TYPE_CHECKING:
     from .batch import BatchReport
@@ -158,7 +158,7 @@ def write_report(path: Path, report: BatchReport, ledger: Path) -> None:
     try:
         if path.parent:
             path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, text.encode("utf-8"), durable=False)
+        atomic_write(path, text.encode("utf-8"), durable=False)
     except OSError as exc:
         raise OutputError(f"cannot write the report {path}: {exc.strerror or exc}",
                           hint="check that the folder is writable") from exc

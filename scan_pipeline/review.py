@@ -43,11 +43,12 @@ from .errors import LedgerError, OutputError, PipelineError, ReviewFileError
 from .flags import flag_words
 from .ledger import (
     LEDGER_COLUMNS,
-    _append_audit,
-    _atomic_write,
-    _details_text,
-    _read_details,
+    SIGNATURE_ID_PATTERN,
+    append_audit,
+    atomic_write,
+    details_text,
     ledger_lock,
+    read_details,
     read_ledger,
     sidecar_paths,
     utc_timestamp,
@@ -83,7 +84,7 @@ _SIGNATURE_WORDS = {
 
 # Formula injection: a cell starting with one of these is taken for a formula by spreadsheet programs.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_ID_RE = re.compile(r"[0-9a-f]{16}-[0-9]{2,}")
+_ID_RE = re.compile(SIGNATURE_ID_PATTERN)
 
 
 def neutralise(text: str) -> str:
@@ -237,7 +238,7 @@ def export_review(ledger: Path, out: Path, *, all_rows: bool = False, limit: int
                           hint="choose another file name, or pass --force to replace it")
     df = read_ledger(ledger)
     paths = sidecar_paths(ledger)
-    details = _read_details(paths.details)
+    details = read_details(paths.details)
     rows = select_rows(df, all_rows=all_rows, limit=limit)
     by_id = df.set_index("signature_id", drop=False)
     by_id["_rank"] = dedup.order_rank(df)  # only an earlier row can be the one a row repeats
@@ -256,7 +257,7 @@ def export_review(ledger: Path, out: Path, *, all_rows: bool = False, limit: int
     buffer = io.BytesIO()
     wb.save(buffer)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, buffer.getvalue())
+    atomic_write(out, buffer.getvalue())
     return ExportSummary(out, len(rows), int((df["status"] == "review").sum()), counts[0], counts[1],
                          time.perf_counter() - start)
 
@@ -1141,14 +1142,14 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
                       change.status, ", ".join(change.changed))
         if changes and not dry_run:
             after = result.frame
-            details = _read_details(paths.details)
+            details = read_details(paths.details)
             if details:
                 updated = [{**details[s], "duplicate_candidates": result.candidates.get(s, [])}
                            if details[s].get("duplicate_candidates", []) != result.candidates.get(s, [])
                            else details[s] for s in after["signature_id"] if s in details]
                 if updated != list(details.values()):
-                    _atomic_write(paths.details, _details_text(updated).encode("utf-8"))
-            _append_audit(ledger, {
+                    atomic_write(paths.details, details_text(updated).encode("utf-8"))
+            append_audit(ledger, {
                 "action": "review_import", "at": at, "by": who, "file": path.name,
                 "rows": [{"signature_id": c.signature_id, "sheet_row": c.sheet_row, "decision": c.decision,
                           "changed": list(c.changed), "status": c.status} for c in changes if c.sheet_row],

@@ -163,7 +163,7 @@ def grow_ledger(ledger: Path, target: Path, rows: int) -> int:
     flagged = df[df["status"] == "review"].reset_index(drop=True)
     if flagged.empty:
         raise SystemExit("the ledger has no row to review")
-    details = L._read_details(L.sidecar_paths(ledger).details)
+    details = L.read_details(L.sidecar_paths(ledger).details)
     src_crops, dst_crops = L.sidecar_paths(ledger).crops, L.sidecar_paths(target).crops
     frames, out_details = [], []
     copy = 0
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     truth = json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
     df = L.read_ledger(ledger)
-    details = L._read_details(L.sidecar_paths(ledger).details)
+    details = L.read_details(L.sidecar_paths(ledger).details)
     look = one_look(truth, df, details, corpus)
 
     big = work / "export" / "ledger.csv"

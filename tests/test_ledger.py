@@ -104,6 +104,9 @@ def test_columns_and_schema_agree() -> None:
         assert prop["type"] == "string", name
         assert prop["title"] and prop["description"], name
     assert L.load_schema() is schema  # cached
+    # the id's one pattern, as the code writes and reads it (review matches typed ids with it)
+    assert schema["properties"]["signature_id"]["pattern"] == f"^{L.SIGNATURE_ID_PATTERN}$"
+    assert re.fullmatch(L.SIGNATURE_ID_PATTERN, L.signature_id("f" * 64, 7))
 
 
 @pytest.mark.parametrize(("column", "good", "bad"), [
@@ -265,7 +268,7 @@ def test_details_lines_are_kept_or_rewritten(tmp_path: Path) -> None:
     L.append_results(ledger, [page("p1", (row(1, "Marie Dupont"), row(2, "Jean Martin", "75011")))], processed_at=T0)
     L.append_results(ledger, [page("p2", (row(3, "Paul Petit", "69001"),))], processed_at=T1)
     path = L.sidecar_paths(ledger).details
-    before = dict(zip(L._read_details(path), path.read_text("utf-8").splitlines(), strict=True))
+    before = dict(zip(L.read_details(path), path.read_text("utf-8").splitlines(), strict=True))
     L.append_results(ledger, [page("p3", (row(4, "DUPONT Marie"),))], processed_at=T2)  # Dupont signs again
     after = {json.loads(x)["signature_id"]: x for x in path.read_text("utf-8").splitlines()}
     dupont, martin, petit = L.signature_id(sha("p1"), 1), L.signature_id(sha("p1"), 2), L.signature_id(sha("p2"), 3)
@@ -280,7 +283,7 @@ def test_details_hold_any_text(tmp_path: Path) -> None:
     odd = "Zoé\u2028Line\u2029\x1c\x85 Dupont"
     L.append_results(ledger, [page("p1", (row(1, odd),))], processed_at=T0)
     L.append_results(ledger, [page("p2", (row(2, "Jean Martin"),))], processed_at=T1)
-    details = L._read_details(L.sidecar_paths(ledger).details)
+    details = L.read_details(L.sidecar_paths(ledger).details)
     assert details[L.signature_id(sha("p1"), 1)]["name_alternatives"] == [odd.upper()]
     assert len(details) == 2
 
@@ -296,14 +299,14 @@ def test_a_bad_details_line_is_named(tmp_path: Path, line: str, problem: str) ->
     path = tmp_path / "L.details.jsonl"
     path.write_text('{"signature_id": "ok"}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(LedgerError) as info:
-        L._read_details(path)
+        L.read_details(path)
     assert problem in str(info.value)
 
 
 def test_details_lines_may_carry_json_whitespace(tmp_path: Path) -> None:
     path = tmp_path / "L.details.jsonl"
     path.write_text(' {"signature_id": "a"}\t\r\n\n{"signature_id": "b", "x": [1, {"y": null}]}  \n', encoding="utf-8")
-    assert L._read_details(path) == {"a": {"signature_id": "a"}, "b": {"signature_id": "b", "x": [1, {"y": None}]}}
+    assert L.read_details(path) == {"a": {"signature_id": "a"}, "b": {"signature_id": "b", "x": [1, {"y": None}]}}
 
 
 def test_crops_written_where_said(tmp_path: Path) -> None:
