@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .errors import MissingDependencyError
+from .grid import runs
 
 MODEL_FILE = "digit_model.npz"
 SIZE = 28  # classifier input, pixels
@@ -92,12 +93,6 @@ def _remove_long_lines(ink: np.ndarray, text_h: float) -> np.ndarray:
     return out
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of the runs of True in a 1-D boolean array."""
-    d = np.diff(np.r_[0, flags.astype(np.int8), 0])
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
-
-
 def _heal_whitened_rows(ink: np.ndarray, max_gap: int = 3) -> np.ndarray:
     """Close the thin blank rows that cross the whole cell where a printed rule was whitened (by the
     pipeline, or by the scanner's dropout), cutting every digit in two halves. Such a row has ink
@@ -118,7 +113,7 @@ def _heal_whitened_rows(ink: np.ndarray, max_gap: int = 3) -> np.ndarray:
             blank &= 1 - ink[k:h - g - 1 + k]
         cut = above & below & blank  # rows y+1..y+g blank, rows y and y+g+1 inked, per column
         for y in np.flatnonzero(cut.sum(axis=1) >= 6):
-            short = [(a, b) for a, b in _runs(cut[y] > 0) if b - a <= longest]
+            short = [(a, b) for a, b in runs(cut[y] > 0) if b - a <= longest]
             if len(short) >= 3:
                 for a, b in short:
                     out[y + 1:y + g + 1, a:b] = 1

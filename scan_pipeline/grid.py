@@ -66,18 +66,19 @@ def page_masks(gray: np.ndarray) -> PageMasks:
     return PageMasks(ink, horizontal, vertical)
 
 
+def runs(flags: np.ndarray, join: int = 0) -> list[tuple[int, int]]:
+    """[start, end) of the runs of True in a 1-D array; runs at most `join` apart are one."""
+    d = np.diff(np.r_[0, np.asarray(flags, bool).astype(np.int8), 0])
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    if join > 0 and len(starts) > 1:
+        apart = starts[1:] - ends[:-1] > join
+        starts, ends = np.r_[starts[:1], starts[1:][apart]], np.r_[ends[:-1][apart], ends[-1:]]
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
 def _runs(profile: np.ndarray, threshold: float, join: int) -> list[tuple[int, int]]:
     """[start, end) of the runs where profile >= threshold; runs closer than `join` are merged."""
-    idx = np.flatnonzero(profile >= threshold)
-    if not len(idx):
-        return []
-    runs = [[int(idx[0]), int(idx[0]) + 1]]
-    for i in idx[1:]:
-        if i - runs[-1][1] <= join:
-            runs[-1][1] = int(i) + 1
-        else:
-            runs.append([int(i), int(i) + 1])
-    return [(a, b) for a, b in runs]
+    return runs(profile >= threshold, join)
 
 
 def _vertical_lines(masks: PageMasks, box: Box) -> list[int]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scan_pipeline.engines import tesseract_engine
-from scan_pipeline.grid import find_grid, fit_numbers
+from scan_pipeline.grid import find_grid, fit_numbers, runs
 from scan_pipeline.load import expand_inputs, iter_pages
 from scan_pipeline.normalise import estimate_skew, normalise_page, turn_upside_down
 from scan_pipeline.pipeline import WorkerContext, process_page
@@ -205,3 +207,14 @@ def test_ruled_lines_below_the_last_row_are_not_rows(template, context):
     _assert_every_row_found(result, info)
     assert [r.row_number for r in result.rows] == list(template.rows_on_page(2))
     assert not [i for i in result.issues if i.code in ("page_rows_count", "row_unnumbered")], result.issues
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(0, 3))
+def test_runs_of_true_joined_across_short_gaps(flags, join):
+    found = runs(np.array(flags, bool), join)
+    covered = [i for a, b in found for i in range(a, b)]
+    assert all(flags[a] and flags[b - 1] for a, b in found)  # each run starts and ends on True
+    assert {i for i, f in enumerate(flags) if f} <= set(covered)  # every True is in a run
+    assert all(b2 - a2 > 0 and a2 - b1 > join for (_, b1), (a2, b2) in zip(found, found[1:]))  # apart > join
+    assert all(not any(flags[b1:a2]) for (_, b1), (a2, _) in zip(found, found[1:]))  # gaps are all False
