@@ -270,15 +270,21 @@ def samples_generate(
     dpi: Annotated[int | None, typer.Option(
         min=100, max=600, help="Scan resolution of every sheet but photos [default: 150-300, varied]",
         show_default=False)] = None,
+    name_crops: Annotated[Path | None, typer.Option(
+        help="A CSV (file,label) of crops of real handwritten words: half the signers write their name "
+             "with two of them instead of a font (benchmarks on real handwriting).", show_default=False,
+        exists=True, dir_okay=False)] = None,
     template: TemplateOpt = None,
 ) -> None:
     """Render filled sheets (invented people) and OUT_DIR/truth.json, for tests and benchmarks."""
-    from .synth import generate
+    from .synth import NameCrops, generate
     from .template import load_template
 
     chosen_modes = _choices(modes, MODES, "--modes")
     chosen_formats = _choices(formats, FORMATS, "--formats")
-    truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats, dpi=dpi)
+    crops = NameCrops.read(name_crops) if name_crops else None
+    truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats, dpi=dpi,
+                     name_crops=crops)
     pages = sum(len(f["pages"]) for f in truth["files"])
     err.print(f"wrote {len(truth['files'])} file(s), {pages} page(s) and truth.json to {out_dir}")
 

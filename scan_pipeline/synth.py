@@ -4,8 +4,8 @@ Everything here is invented: names are drawn at random from lists of common Fren
 codes from the real list, digits from the MNIST training digits set aside for the generator
 (never those a model trains on). Sheets vary the way sheets printed by many groups vary: scale,
 margins, column widths, row heights; then they are written by hand (fonts, real digit images,
-scribbled signatures) and degraded (resolution, rotation, upside-down, gray, bilevel, noise,
-phone photos in perspective on a table).
+scribbled signatures; for benchmarks, optionally crops of real handwritten names) and degraded
+(resolution, rotation, upside-down, gray, bilevel, noise, phone photos in perspective on a table).
 """
 
 from __future__ import annotations
@@ -88,11 +88,51 @@ class Person:
     given: str
     surname: str
     postal_code: str
+    crops: tuple[int, ...] = ()  # indices into NameCrops: the name is written with these real crops
 
     @property
     def canonical(self) -> str:
         """The name as the ledger writes it: NOM Prénom."""
         return f"{self.surname.upper()} {self.given}"
+
+
+REAL_NAME_SHARE = 0.5  # with NameCrops, this share of the new signers write with real handwriting
+
+
+@dataclass(frozen=True)
+class NameCrops:
+    """Crops of real handwritten words and their labels (one word each), to write names with in
+    benchmarks: a name is two of them side by side, the first as the surname. The crops are read
+    from wherever the CSV says and never copied into the corpus but as ink on the sheets."""
+
+    images: tuple[np.ndarray, ...]  # gray, dark ink on white, trimmed to the ink
+    labels: tuple[str, ...]
+    source_sha256: str = ""  # of the CSV, for the truth's record of what wrote the names
+
+    @classmethod
+    def read(cls, csv_path: Path) -> NameCrops:
+        """A CSV with columns file,label (file relative to the CSV's folder, or absolute)."""
+        import csv
+        import hashlib
+
+        try:
+            raw = csv_path.read_bytes()
+            rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OutputError(f"cannot read {csv_path}: {exc}", hint="give a CSV with columns file,label") from exc
+        images, labels = [], []
+        for n, row in enumerate(rows, 2):
+            path = csv_path.parent / (row.get("file") or "")
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if row.get("file") else None
+            label = " ".join((row.get("label") or "").split())
+            if image is None or not label or " " in label:
+                raise OutputError(f"{csv_path}, line {n}: no readable image at {path}, or not one word as label",
+                                  hint="each line names an image file and the one word written on it")
+            images.append(image)
+            labels.append(label)
+        if len(labels) < 2:
+            raise OutputError(f"{csv_path}: at least two crops are needed (a name is written with two)")
+        return cls(tuple(images), tuple(labels), hashlib.sha256(raw).hexdigest())
 
 
 # --- drawing ink -----------------------------------------------------------------------------
@@ -125,7 +165,35 @@ def write_text(canvas: np.ndarray, box: Box, text: str, rng: np.random.Generator
     size = max(8, int(cap * 1.35))
     stroke = int(rng.integers(0, 2)) if size > 30 else 0
     angle = float(rng.normal(0, 1.2))
-    mask = _text_mask(text, font_path, size, angle, stroke)
+    _place(canvas, box, _text_mask(text, font_path, size, angle, stroke), rng, ink)
+
+
+def write_crops(canvas: np.ndarray, box: Box, crops: list[np.ndarray], rng: np.random.Generator,
+                ink: tuple[int, int, int]) -> None:
+    """Write words with crops of real handwriting (dark on white), side by side, at a size handwriting
+    has in the cell."""
+    height = box.height * rng.uniform(0.4, 0.6)
+    parts = []
+    for crop in crops:
+        alpha = 255.0 - crop.astype(np.float32)
+        # paper to 0, ink to 1; the scanned strokes' gray edges darkened, as a pen's ink is
+        alpha = np.clip(alpha / max(float(alpha.max()), 1.0) * 1.4 - 0.1, 0.0, 1.0) ** 0.7
+        f = height * rng.uniform(0.9, 1.1) / crop.shape[0]
+        parts.append(cv2.resize(alpha, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                                interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR))
+    gap = int(height * rng.uniform(0.35, 0.9))
+    mask = np.zeros((max(p.shape[0] for p in parts), sum(p.shape[1] for p in parts) + gap * (len(parts) - 1)),
+                    np.float32)
+    x = 0
+    for part in parts:
+        y = (mask.shape[0] - part.shape[0]) // 2
+        mask[y:y + part.shape[0], x:x + part.shape[1]] = part
+        x += part.shape[1] + gap
+    _place(canvas, box, mask, rng, ink)
+
+
+def _place(canvas: np.ndarray, box: Box, mask: np.ndarray, rng: np.random.Generator,
+           ink: tuple[int, int, int]) -> None:
     limit = box.width * rng.uniform(0.8, 0.95)
     if mask.shape[1] > limit:  # people write smaller when the cell is short
         scale = limit / mask.shape[1]
@@ -282,13 +350,20 @@ class _People:
     seen: list[Person]
     repeat_share: float = 0.1
 
+    name_crops: NameCrops | None = None
+
     def next(self) -> tuple[Person, bool]:
         if self.seen and self.rng.random() < self.repeat_share:
             return self.seen[int(self.rng.integers(len(self.seen)))], True
         names = _names()
         given = str(self.rng.choice(names["given_names"]))
         surname = str(self.rng.choice(names["surnames"]))
-        person = Person(f"p{len(self.seen) + 1:05d}", given, surname, str(self.rng.choice(self.codes)))
+        crops: tuple[int, ...] = ()
+        if self.name_crops is not None and self.rng.random() < REAL_NAME_SHARE:
+            crops = tuple(int(i) for i in self.rng.choice(len(self.name_crops.labels), 2, replace=False))
+            surname = self.name_crops.labels[crops[0]].upper()
+            given = "-".join(w.capitalize() for w in self.name_crops.labels[crops[1]].split("-"))
+        person = Person(f"p{len(self.seen) + 1:05d}", given, surname, str(self.rng.choice(self.codes)), crops)
         self.seen.append(person)
         return person, False
 
@@ -345,9 +420,13 @@ def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng:
         if i < last_written and rng.random() > 0.04:
             person, repeat = people.next()
             ink = INKS[int(rng.integers(len(INKS)))]
-            name_text = _written_name(person, rng)
-            candidates = [f for f in fonts if _covers(f, name_text)]
-            write_text(canvas, boxes["name"], name_text, rng, ink, str(rng.choice(candidates)))
+            if person.crops and people.name_crops is not None:
+                name_text = " ".join(people.name_crops.labels[i] for i in person.crops)
+                write_crops(canvas, boxes["name"], [people.name_crops.images[i] for i in person.crops], rng, ink)
+            else:
+                name_text = _written_name(person, rng)
+                candidates = [f for f in fonts if _covers(f, name_text)]
+                write_text(canvas, boxes["name"], name_text, rng, ink, str(rng.choice(candidates)))
             code_text = _written_code(person.postal_code, rng)
             write_digits(canvas, boxes["postal_code"], code_text, rng, ink)
             r = rng.random()
@@ -357,6 +436,7 @@ def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng:
             if state == "struck":
                 strike_row(canvas, boxes, rng, ink, thickness)
             truth.update(written=True, name=person.canonical, name_written=name_text,
+                         name_source="real" if person.crops else "font",
                          postal_code=person.postal_code, postal_written=code_text, signature=state,
                          person_id=person.person_id, repeat=repeat)
         truth["cells"] = {k: [b.x0, b.y0, b.x1, b.y1] for k, b in boxes.items()}
@@ -469,10 +549,12 @@ def people_from(postal_codes: tuple[str, ...], rng: np.random.Generator) -> _Peo
 
 def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple[str, ...] = MODES,
              formats: tuple[str, ...] = FORMATS, postal_codes: tuple[str, ...] | None = None,
-             progress: Any = None, dpi: int | None = None) -> dict[str, Any]:
+             progress: Any = None, dpi: int | None = None, name_crops: NameCrops | None = None) -> dict[str, Any]:
     """Write `sheets` filled sheets into `out` and `out/truth.json`; return the truth.
 
     dpi fixes the scan resolution of every sheet but photos (default: 150 to 300 dpi, varied).
+    name_crops: REAL_NAME_SHARE of the signers write their name with two of these real crops (truth
+    rows say `name_source` real or font); without, every name is written with a handwriting font.
     """
     if postal_codes is None:
         from .postal import load_postal_list
@@ -483,10 +565,13 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
         raise OutputError(f"cannot create {out}: {exc.strerror or exc}",
                           hint="choose a folder you can write to") from exc
     rng = np.random.default_rng(seed)
-    people = _People(rng, postal_codes, [])
+    people = _People(rng, postal_codes, [], name_crops=name_crops)
     truth: dict[str, Any] = {"generator": {"version": GENERATOR_VERSION, "seed": seed, "sheets": sheets,
                                            "modes": list(modes), "formats": list(formats),
                                            "template": template.id}, "files": []}
+    if name_crops is not None:
+        truth["generator"]["name_crops"] = {"count": len(name_crops.labels), "csv_sha256": name_crops.source_sha256,
+                                            "share": REAL_NAME_SHARE}
     for s in range(sheets):
         mode = modes[s % len(modes)]
         fmt = formats[(s % len(modes) + s // len(modes)) % len(formats)]  # every mode meets every format

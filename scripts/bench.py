@@ -21,6 +21,7 @@ cannot be generated or the pipeline command fails to run (an exit code other tha
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -56,6 +57,8 @@ except ImportError:  # pragma: no cover - rapidfuzz is in the dev tools; keep th
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("scan", "gray", "bilevel", "photo")
 GROUPS = ("overall", *MODES)
+NAME_GROUPS = ("font names", "real names")  # rows by how their name was written (truth's name_source)
+NAMES_DEV = REPO.parent / "shared" / "data" / "names-dev"  # real handwritten words; never copied into the repo
 try:  # the pipeline renders PDF pages at this resolution
     from scan_pipeline.load import PDF_DPI as PIPELINE_DPI
 except ImportError:  # scoring without the package installed
@@ -219,6 +222,9 @@ def score(truth: dict[str, Any], ledger: pd.DataFrame, details: dict[str, dict[s
     known = [f["file"] for f in files]
     mode_of = {f["file"]: f.get("mode", "?") for f in files}
     groups = list(GROUPS) + sorted({m for m in mode_of.values() if m not in GROUPS})
+    sources = {r.get("name_source") for f in files for p in f["pages"] for r in p["rows"] if r.get("written")}
+    if "real" in sources:  # the corpus mixes real handwritten names with font-written ones: both columns
+        groups += list(NAME_GROUPS)
 
     index: dict[tuple[str, int, int], dict[str, str]] = {}
     rows_on_page: dict[tuple[str, int], int] = {}
@@ -239,21 +245,22 @@ def score(truth: dict[str, Any], ledger: pd.DataFrame, details: dict[str, dict[s
 
     matched: set[tuple[str, int, int]] = set()
     for f in files:
-        where = ("overall", f.get("mode", "?"))
+        file_where = ("overall", f.get("mode", "?"))
         for p in f["pages"]:
             page = int(p["page"])
             scale = scales.get((f["file"], page)) or default_scale(f, p)
-            tally.count(where, "pages_total")
+            tally.count(file_where, "pages_total")
             if any(r.get("written") for r in p["rows"]) and not rows_on_page.get((f["file"], page)):
-                tally.count(where, "pages_failed")
+                tally.count(file_where, "pages_failed")
             for r in p["rows"]:
                 key = (f["file"], page, int(r["row_number"]))
                 led = index.get(key)
                 if led is not None:
                     matched.add(key)
                 if not r.get("written"):
-                    tally.add(where, "empty_rows_right", led is None)
+                    tally.add(file_where, "empty_rows_right", led is None)
                     continue
+                where = (*file_where, f"{r.get('name_source', 'font')} names")
                 tally.add(where, "rows_numbered", led is not None)
                 localised = False
                 if led is not None:
@@ -449,12 +456,31 @@ def cli_command() -> tuple[list[str], dict[str, str] | None]:
     return [sys.executable, "-m", "scan_pipeline.cli"], env
 
 
-def corpus_matches(corpus: Path, seed: int, sheets: int) -> bool:
+def corpus_matches(corpus: Path, seed: int, sheets: int, name_crops_sha256: str | None = None) -> bool:
     try:
         gen = json.loads((corpus / "truth.json").read_text(encoding="utf-8"))["generator"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return gen.get("seed") == seed and gen.get("sheets") == sheets
+    return (gen.get("seed") == seed and gen.get("sheets") == sheets
+            and (gen.get("name_crops") or {}).get("csv_sha256") == name_crops_sha256)
+
+
+def write_name_crops(names_dev: Path, out_csv: Path) -> Path | None:
+    """The held-out part of names-dev (crops whose number is divisible by 5: never tuned on) as the CSV
+    `samples generate --name-crops` reads, with absolute paths; None when names-dev is absent."""
+    labels = names_dev / "labels.csv"
+    if not labels.exists():
+        return None
+    import csv
+
+    with labels.open(encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["file"][6:11]) % 5 == 0]
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label"])
+        w.writerows([(str((names_dev / r["file"]).resolve()), r["label"]) for r in rows])
+    return out_csv
 
 
 def remove_ledger(ledger: Path) -> None:
@@ -569,7 +595,7 @@ def add_speed(metrics: dict[str, Any], seconds: float | None, pages: int) -> Non
 
 
 def report(metrics: dict[str, Any], out: Path, payload: dict[str, Any], say: Callable[[str], None]) -> None:
-    say(format_table(metrics))
+    say(format_table(metrics, [g for g in (*GROUPS, *NAME_GROUPS) if g in metrics]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     say(f"\nwrote {out}")
@@ -585,6 +611,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("bench-results.json"), help="results JSON")
     ap.add_argument("--keep", action="store_true",
                     help="reuse WORK/corpus if its truth.json has the same seed and sheet count")
+    ap.add_argument("--names-dev", type=Path, default=NAMES_DEV,
+                    help="real handwritten words (labels.csv): half the signers write their name with two "
+                         "of its held-out crops (default ../shared/data/names-dev, skipped when absent)")
+    ap.add_argument("--no-real-names", action="store_true", help="write every name with a font")
     ap.add_argument("--score-ledger", type=Path, metavar="LEDGER",
                     help="only score this existing ledger against --corpus (nothing is generated or run)")
     ap.add_argument("--corpus", type=Path,
@@ -621,7 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     cli, env = cli_command()
     commands: dict[str, Any] = {}
 
-    reused = args.keep and corpus_matches(corpus, args.seed, args.sheets)
+    crops_csv = None if args.no_real_names else write_name_crops(args.names_dev, work / "name-crops.csv")
+    if crops_csv is None and not args.no_real_names:
+        say(f"no real handwritten names ({args.names_dev} not found): every name is written with a font")
+    crops_sha = hashlib.sha256(crops_csv.read_bytes()).hexdigest() if crops_csv else None
+    reused = args.keep and corpus_matches(corpus, args.seed, args.sheets, crops_sha)
     if reused:
         say(f"reusing the corpus in {corpus} (seed {args.seed}, {args.sheets} sheets)")
     else:
@@ -634,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         gen = [*cli, "samples", "generate", str(corpus),
                "--sheets", str(args.sheets), "--seed", str(args.seed)]
+        if crops_csv:
+            gen += ["--name-crops", str(crops_csv)]
         commands["generate"] = gen
         say(f"generating {args.sheets} sheets (seed {args.seed}): {' '.join(gen)}")
         code, seconds = run(gen, env, work / "generate.log")

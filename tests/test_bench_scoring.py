@@ -242,3 +242,23 @@ def test_table_has_every_group_column() -> None:
     header = table.splitlines()[0].split()
     assert header == ["metric", "overall", "scan", "gray", "bilevel", "photo"]
     assert "1.000 (4)" in table and "4.00" in table  # pages/min
+
+
+def test_rows_are_also_scored_by_how_their_name_was_written() -> None:
+    truth = _truth()
+    rows = truth["files"][0]["pages"][0]["rows"]
+    for r in rows:
+        if r["written"]:
+            r["name_source"] = "real" if r["row_number"] == 1 else "font"
+    ledger, details = _perfect(truth)
+    first = (ledger["row_number"] == "1") & ledger["source_file"].str.contains("sheet-001")
+    ledger.loc[first, "name"] = "DUVAL Benoit Jr"  # the real one, misread
+    result = bench.score(truth, ledger, details, CORPUS)
+    assert _m(result, "name_exact", "real names") == 0.0
+    assert result["metrics"]["real names"]["name_exact"]["n"] == 1
+    assert _m(result, "name_exact", "font names") == 1.0  # the photo's row has no source: font
+    assert result["metrics"]["font names"]["name_exact"]["n"] == 3
+    assert _m(result, "pages_total") == 2 and not result["metrics"]["real names"]["pages_total"]["value"]
+    assert "real names" in bench.format_table(result["metrics"], [*bench.GROUPS, *bench.NAME_GROUPS])
+    plain = bench.score(_truth(), *_perfect(_truth()), CORPUS)
+    assert "real names" not in plain["metrics"]

@@ -95,3 +95,53 @@ def test_truth_validates_against_its_schema(scan_corpus):
 
     schema = json.loads(resources.files("scan_pipeline").joinpath("schemas/truth.schema.json").read_text("utf-8"))
     jsonschema.Draft202012Validator(schema).validate(load_truth(scan_corpus))
+
+
+def _word_crops(tmp_path, words):
+    """Crops of 'handwritten' words for the test (drawn with a handwriting font: no real person's hand)."""
+    import cv2
+    import numpy as np
+
+    from scan_pipeline.synth import _text_mask, handwriting_fonts
+
+    lines = ["file,label"]
+    for i, word in enumerate(words):
+        mask = _text_mask(word, handwriting_fonts()[0], 28, 0.0, 0)
+        cv2.imwrite(str(tmp_path / f"w{i}.png"), (255 - mask * 255).astype(np.uint8))
+        lines.append(f"w{i}.png,{word}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp_path / "labels.csv"
+
+
+def test_names_written_with_real_crops(tmp_path, template):
+    from importlib import resources
+
+    import jsonschema
+
+    from scan_pipeline.synth import NameCrops
+
+    crops = NameCrops.read(_word_crops(tmp_path, ["LEBEL", "JEAN-LOUP", "KY", "MARTIN"]))
+    truth = generate(tmp_path / "out", template, 1, seed=5, modes=("scan",), formats=("png",), name_crops=crops)
+    rows = [r for f in truth["files"] for p in f["pages"] for r in p["rows"] if r["written"]]
+    real = [r for r in rows if r["name_source"] == "real"]
+    assert real and len(real) < len(rows)  # both kinds, to be scored apart
+    for r in real:
+        words = r["name_written"].split()
+        assert len(words) == 2 and set(words) <= set(crops.labels)
+        assert r["name"].split()[0] == words[0]  # the first crop is the surname (NOM Prénom)
+    given = {r["name"].split()[1] for r in real if r["name_written"].split()[1] == "JEAN-LOUP"}
+    assert given <= {"Jean-Loup"}  # a given name is written as the ledger does
+    assert truth["generator"]["name_crops"]["count"] == 4
+    schema = json.loads(resources.files("scan_pipeline").joinpath("schemas/truth.schema.json").read_text("utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(truth)
+    plain = generate(tmp_path / "plain", template, 1, seed=5, modes=("scan",), formats=("png",))
+    assert {r.get("name_source") for f in plain["files"] for p in f["pages"] for r in p["rows"] if r["written"]} \
+        == {"font"}
+
+
+def test_cli_generate_name_crops_errors_say_which_line(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,label\nmissing.png,DUPONT\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["samples", "generate", str(tmp_path / "out"), "--sheets", "1",
+                                      "--name-crops", str(tmp_path / "labels.csv")])
+    assert result.exit_code != 0
+    assert "line 2" in result.output and "missing.png" in result.output
