@@ -31,6 +31,7 @@ class NamesConfig:
     word_gap: float
     word_gap_contrast: float
     space_margin: float
+    gap_space_weight: float
 
 
 @dataclass(frozen=True)

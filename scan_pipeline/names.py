@@ -235,15 +235,21 @@ def _segments(words: list[tuple[str, int, int]], t_len: int) -> list[tuple[int, 
 
 
 def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_frames: list[int],
-                  tess_words: list[str], lexicon: Lexicon,
-                  config: NamesConfig) -> list[tuple[WordChoice, int, int]]:
+                  tess_words: list[str], lexicon: Lexicon, config: NamesConfig,
+                  clear: set[int] = frozenset()) -> list[tuple[WordChoice, int, int]]:
     """Each word's choice with its frames.
 
     - A word the model read across a wide gap in the ink (`gap_frames`, widest first) is read as two
       when that spells the frames and names better: at low resolution the model often sees no space
       between two words (`BONNETANAIS`).
     - Two neighbours are read as one word when that spells the frames better (a pause inside a word
-      is often taken for a space)."""
+      is often taken for a space).
+    - Where the ink has a gap that stands out (`clear`) inside a word no lexicon knows, a space weighs
+      `gap_space_weight` more: else an unknown surname and a given name, the surname paying the prior
+      of a word no lexicon knows, would be as cheap read as one unknown word (`DEROUARDHAXHIU`)."""
+    def at_gap(whole: WordChoice, a: int, b: int) -> float:
+        unknown = whole.key not in lexicon  # a known name read whole pays no such prior
+        return config.gap_space_weight if unknown and any(a <= g <= b for g in clear) else 0.0
     def choose(a: int, b: int, word: str | None = None) -> WordChoice:
         seg = _segment_frames(frames, a, b)
         if word is None:
@@ -260,7 +266,7 @@ def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_fra
             left, right = choose(a, g), choose(g, b)
             if min(len(left.key), len(right.key)) < 2:  # a lone letter is a stray stroke, not a name
                 continue
-            if left.score + right.score >= choice.score + config.space_margin:
+            if left.score + right.score >= choice.score + config.space_margin - at_gap(choice, g, g):
                 return split(left, a, g, depth + 1) + split(right, g, b, depth + 1)
         return [(choice, a, b)]
 
@@ -270,7 +276,7 @@ def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_fra
         if out and len(parts) == 1:
             prev, pa, _ = out[-1]
             merged = choose(pa, b)
-            if merged.score >= prev.score + parts[0][0].score + config.split_penalty:
+            if merged.score >= prev.score + parts[0][0].score + config.split_penalty + at_gap(merged, a - 2, a + 2):
                 out[-1] = (merged, pa, b)
                 continue
         out.extend(parts)
@@ -366,9 +372,10 @@ def read_name_details(crop: np.ndarray, engine: OcrEngine, config: NamesConfig,
     # where the line may part into words: first where Tesseract saw a space, then the ink's wide gaps
     shift = box.x0 - wide.x0
     spaces = [((a[2] + b[1]) / 2 - OCR_BORDER) / scale - shift for a, b in zip(tess.words, tess.words[1:])]
-    spaces += [(x0 + x1) / 2 for x0, x1 in word_gaps(trimmed, config.word_gap, config.word_gap_contrast)]
-    gap_frames = list(dict.fromkeys(second.frame_at(x, trimmed.shape[0]) for x in spaces))
-    found = _choose_words(frames, words, gap_frames, tess_words, lexicon, config)
+    gaps = [(x0 + x1) / 2 for x0, x1 in word_gaps(trimmed, config.word_gap, config.word_gap_contrast)]
+    gap_frames = list(dict.fromkeys(second.frame_at(x, trimmed.shape[0]) for x in spaces + gaps))
+    clear = {second.frame_at(x, trimmed.shape[0]) for x in gaps}
+    found = _choose_words(frames, words, gap_frames, tess_words, lexicon, config, clear)
     if not found and tess_words:  # the model saw no letter: Tesseract's first word, weighed on the frames
         seg = _segment_frames(frames, 0, frames.shape[0])
         found = [(choose_word(seg, tess_words[:1], lexicon, config, tess_words[0]), 0, frames.shape[0])]

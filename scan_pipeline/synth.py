@@ -173,7 +173,7 @@ def write_crops(canvas: np.ndarray, box: Box, crops: list[np.ndarray], rng: np.r
     """Write words with crops of real handwriting (dark on white), side by side, at a size handwriting
     has in the cell."""
     height = box.height * rng.uniform(0.4, 0.6)
-    parts = []
+    parts, letter_gap = [], 0
     for crop in crops:
         alpha = 255.0 - crop.astype(np.float32)
         # paper to 0, ink to 1; the scanned strokes' gray edges darkened, as a pen's ink is
@@ -181,7 +181,11 @@ def write_crops(canvas: np.ndarray, box: Box, crops: list[np.ndarray], rng: np.r
         f = height * rng.uniform(0.9, 1.1) / crop.shape[0]
         parts.append(cv2.resize(alpha, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
                                 interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR))
-    gap = int(height * rng.uniform(0.35, 0.9))
+        inked = np.flatnonzero((parts[-1] > 0.3).any(axis=0))
+        letter_gap = max(letter_gap, int(np.diff(inked).max()) - 1 if len(inked) > 1 else 0)
+    # a word space: about a letter wide, and wider than the writer leaves between letters (block
+    # capitals are often written apart), else no reader, person or program, could tell the words
+    gap = int(max(height * rng.uniform(0.5, 1.0), letter_gap * rng.uniform(1.3, 2.0)))
     mask = np.zeros((max(p.shape[0] for p in parts), sum(p.shape[1] for p in parts) + gap * (len(parts) - 1)),
                     np.float32)
     x = 0

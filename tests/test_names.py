@@ -191,3 +191,20 @@ def test_a_lone_letter_is_never_split_off(lexicon):
     frames = _frames("HERRX")  # Tesseract read `HERR X`
     words = best_path(frames)
     assert len(_keys(_choose_words(frames, words, [8], ["HERR", "X"], lexicon, CONFIG))) == 1
+
+
+def test_an_unknown_surname_is_not_glued_to_the_given_name_across_a_clear_gap(lexicon):
+    # the model saw the space; as one unknown word the line pays the prior of a word no lexicon knows
+    # once instead of once plus a common given name's: a tie, that the gap in the ink decides
+    surname = "ZORBAXQU"
+    assert surname not in lexicon and "MARIE" in lexicon
+    row = np.full(_CLASSES, 0.05 / _CLASSES)
+    row[_CLASSES - 2] += 0.95  # the space class
+    frames = np.vstack([_frames(surname), row[None], _frames("MARIE")])
+    words = best_path(frames)
+    assert [w for w, _, _ in words] == [surname, "MARIE"]
+    gap = 2 * len(surname)
+    assert _keys(_choose_words(frames, words, [gap], [], lexicon, CONFIG, {gap})) == [surname, "MARIE"]
+    # a known name written with a gap inside it is still one word (BERNARD, above)
+    frames = _frames("BERNARD")
+    assert _keys(_choose_words(frames, best_path(frames), [6], [], lexicon, CONFIG, {6})) == ["BERNARD"]
