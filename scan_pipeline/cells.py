@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .config import CellsConfig
-from .grid import PageMasks
+from .grid import PageMasks, runs
 from .records import Box, GridRow, RowCells
 
 
@@ -114,12 +114,16 @@ def word_gaps(image: np.ndarray, min_body: float, min_contrast: float,
     return sorted((g for g, w in zip(gaps, widths) if w >= least), key=lambda g: g[0] - g[1])
 
 
+STRAY_SHARE = 0.02  # of a cell's ink: a group of marks this light, a cell's height from the rest, is no writing
+
+
 def clean_cell(crop: np.ndarray, margin: float, threshold: int = 160) -> np.ndarray:
     """A cell cut with `margin` (share of the row height, as cut_row does) made fit for reading one line:
 
     - strokes cut where a ruled line was whitened are bridged again (only across the two line bands);
     - ink that belongs to the neighbouring rows is dropped: blobs that stay inside the top or bottom
-      margin, or that come in from the crop's edge and stop short of the middle of the cell.
+      margin, or that come in from the crop's edge and stop short of the middle of the cell;
+    - a few marks more than the cell's height away from the rest of the ink are dropped.
     """
     h, w = crop.shape[:2]
     if h < 8 or w < 8:
@@ -148,6 +152,15 @@ def clean_cell(crop: np.ndarray, margin: float, threshold: int = 160) -> np.ndar
         drop[i] = in_margin or from_above or from_below
     if drop.any():
         out[drop[labels]] = 255
+    # a little ink far beside the writing (a speck, a pen touch at the cell's end) is no part of it: the
+    # line would be read, and its gaps looked for, across all the blank paper up to it
+    mass = (out < threshold).sum(axis=0)
+    parts = runs(mass > 0, join=h)
+    if len(parts) > 1:
+        total = float(mass.sum())
+        for a, b in parts:
+            if mass[a:b].sum() < STRAY_SHARE * total:
+                out[:, a:b] = np.maximum(out[:, a:b], 255)
     return out
 
 

@@ -43,3 +43,18 @@ def test_ink_box_pads_within_the_crop():
     assert (box.x0, box.y0, box.x1, box.y1) == (0, 1, 14, 29)
     assert trim_to_ink(line, pad=4).shape == (28, 14)
     assert ink_box(np.full((10, 10), 255, np.uint8)) is None
+
+
+def test_a_mark_far_beside_the_writing_is_dropped_but_not_a_letter():
+    from scan_pipeline.cells import clean_cell
+
+    h = 100  # a cell cut with margin 0.12: its ruled lines ran 11 px inside the top and bottom
+    cell = np.full((h, 900), 255, np.uint8)
+    for x in range(40, 400, 30):  # a name: letters 20 px wide, 40 px high, in the middle of the cell
+        cell[30:70, x:x + 20] = 0
+    cell[45:49, 850:854] = 0  # a pen touch at the cell's far end
+    cleaned = clean_cell(cell, 0.12)
+    box = ink_box(cleaned, pad=0)
+    assert (box.x0, box.x1) == (40, 390)  # the writing kept whole, the mark gone
+    cell[30:70, 700:720] = 0  # an initial written far after the name is writing: kept
+    assert ink_box(clean_cell(cell, 0.12), pad=0).x1 == 720
