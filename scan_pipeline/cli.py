@@ -201,7 +201,7 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
         err.print(table)
     else:  # a log file or a script: one line, easy to grep
         err.print(
-            f"{report.pages_done} page(s) processed, {report.pages_skipped} already in the ledger, "
+            f"{report.pages_done} page(s) processed{rate}, {report.pages_skipped} already in the ledger, "
             f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
             f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
     err.print(f"ledger:   {ledger}\ncrops:    {ledger.with_suffix('.crops')}/"

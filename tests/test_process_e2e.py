@@ -201,11 +201,12 @@ def test_summary_is_a_table_on_a_terminal_and_one_line_otherwise(monkeypatch, tm
     from scan_pipeline.batch import BatchReport
 
     out = io.StringIO()
-    monkeypatch.setattr(cli, "err", Console(file=out, force_terminal=terminal, width=100, color_system=None))
+    console = Console(file=out, force_terminal=terminal, width=100, color_system=None, soft_wrap=True)
+    monkeypatch.setattr(cli, "err", console)
     cli._print_summary(BatchReport(pages_done=3, pages_skipped=1, rows_added=40, flagged=7, duplicates=2,
                                    seconds=12.0), tmp_path / "l.csv", None)
     text = out.getvalue()
-    one_line = "3 page(s) processed, 1 already in the ledger, 0 failed; 40 signature row(s) added"
+    one_line = "3 page(s) processed (15 pages/min, 1 local worker(s)), 1 already in the ledger, 0 failed; 40 signature"
     assert (one_line in text) is not terminal  # said once: never the table and the line together
     assert ("signature rows added" in text) is terminal
     assert "15 pages/min" in text if terminal else "ledger:" in text
