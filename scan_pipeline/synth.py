@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import MissingDependencyError, OutputError
+from .errors import MissingDependencyError, OutputError, PipelineError
 from .records import Box
 from .sheet import PageLayout, SheetStyle, render_page
 from .template import Template
@@ -119,19 +119,19 @@ class NameCrops:
             raw = csv_path.read_bytes()
             rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
         except (OSError, UnicodeDecodeError) as exc:
-            raise OutputError(f"cannot read {csv_path}: {exc}", hint="give a CSV with columns file,label") from exc
+            raise PipelineError(f"cannot read {csv_path}: {exc}", hint="give a CSV with columns file,label") from exc
         images, labels = [], []
         for n, row in enumerate(rows, 2):
             path = csv_path.parent / (row.get("file") or "")
             image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if row.get("file") else None
             label = " ".join((row.get("label") or "").split())
             if image is None or not label or " " in label:
-                raise OutputError(f"{csv_path}, line {n}: no readable image at {path}, or not one word as label",
+                raise PipelineError(f"{csv_path}, line {n}: no readable image at {path}, or not one word as label",
                                   hint="each line names an image file and the one word written on it")
             images.append(image)
             labels.append(label)
         if len(labels) < 2:
-            raise OutputError(f"{csv_path}: at least two crops are needed (a name is written with two)")
+            raise PipelineError(f"{csv_path}: at least two crops are needed (a name is written with two)")
         return cls(tuple(images), tuple(labels), hashlib.sha256(raw).hexdigest())
 
 
