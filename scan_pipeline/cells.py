@@ -160,7 +160,7 @@ def clean_cell(crop: np.ndarray, margin: float, threshold: int = 160) -> np.ndar
         total = float(mass.sum())
         for a, b in parts:
             if mass[a:b].sum() < STRAY_SHARE * total:
-                out[:, a:b] = np.maximum(out[:, a:b], 255)
+                out[:, a:b] = 255
     return out
 
 

@@ -236,7 +236,7 @@ def _segments(words: list[tuple[str, int, int]], t_len: int) -> list[tuple[int, 
 
 def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_frames: list[int],
                   tess_words: list[str], lexicon: Lexicon, config: NamesConfig,
-                  clear: set[int] = frozenset()) -> list[tuple[WordChoice, int, int]]:
+                  clear: frozenset[int] | set[int] = frozenset()) -> list[tuple[WordChoice, int, int]]:
     """Each word's choice with its frames.
 
     - A word the model read across a wide gap in the ink (`gap_frames`, widest first) is read as two
@@ -250,6 +250,7 @@ def _choose_words(frames: np.ndarray, words: list[tuple[str, int, int]], gap_fra
     def at_gap(whole: WordChoice, a: int, b: int) -> float:
         unknown = whole.key not in lexicon  # a known name read whole pays no such prior
         return config.gap_space_weight if unknown and any(a <= g <= b for g in clear) else 0.0
+
     def choose(a: int, b: int, word: str | None = None) -> WordChoice:
         seg = _segment_frames(frames, a, b)
         if word is None:
