@@ -76,14 +76,9 @@ def runs(flags: np.ndarray, join: int = 0) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
-def _runs(profile: np.ndarray, threshold: float, join: int) -> list[tuple[int, int]]:
-    """[start, end) of the runs where profile >= threshold; runs closer than `join` are merged."""
-    return runs(profile >= threshold, join)
-
-
 def _vertical_lines(masks: PageMasks, box: Box) -> list[int]:
     sub = masks.vertical[box.y0:box.y1, box.x0:box.x1] > 0
-    return [box.x0 + (a + b) // 2 for a, b in _runs(sub.mean(axis=0), 0.5, 2)]
+    return [box.x0 + (a + b) // 2 for a, b in runs(sub.mean(axis=0) >= 0.5, 2)]
 
 
 def find_blocks(masks: PageMasks) -> list[Box]:
@@ -178,7 +173,7 @@ def _row_lines(masks: PageMasks, block: Box, xs: list[int]) -> list[int]:
     sub = cv2.dilate(masks.horizontal[block.y0:block.y1, xs[0]:xs[-1]], np.ones((2 * slack + 1, 1), np.uint8)) > 0
     full = sub.mean(axis=1)
     first = sub[:, : max(1, xs[1] - xs[0])].mean(axis=1)
-    found = [(block.y0 + (a + b) // 2, float(first[a:b].max())) for a, b in _runs(full, 0.5, join=2)]
+    found = [(block.y0 + (a + b) // 2, float(first[a:b].max())) for a, b in runs(full >= 0.5, join=2)]
     strong = [y for y, f in found if f >= 0.3]
     ys = strong
     if len(strong) >= 3:
@@ -311,8 +306,8 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     masks = masks or page_masks(gray)
     widths = np.array([c.width for c in template.columns])
     found_blocks = find_blocks(masks)
-    h_count = len(_runs((masks.horizontal > 0).mean(axis=1), 0.3, 2))
-    v_count = len(_runs((masks.vertical > 0).mean(axis=0), 0.1, 2))
+    h_count = len(runs((masks.horizontal > 0).mean(axis=1) >= 0.3, 2))
+    v_count = len(runs((masks.vertical > 0).mean(axis=0) >= 0.1, 2))
     if not found_blocks:
         return GridSearch(None, (PageIssue("page_no_grid", "no signature grid was found on this page",
                                            "check that the page is a petition sheet and is not blank"),))
@@ -323,7 +318,7 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         # widened so a line that still leans a little (a photo's residual perspective) counts whole
         slack = max(3, block.height // 150)
         sub = cv2.dilate(masks.vertical[block.y0:block.y1, block.x0:block.x1], np.ones((1, 2 * slack + 1), np.uint8))
-        xs = [block.x0 + (a + b) // 2 for a, b in _runs((sub > 0).mean(axis=0), 0.5, 2)]
+        xs = [block.x0 + (a + b) // 2 for a, b in runs((sub > 0).mean(axis=0) >= 0.5, 2)]
         if len(xs) < len(widths) + 1:
             issues.append(PageIssue("block_columns", f"a grid block at y={block.y0} has {max(0, len(xs) - 1)} "
                                     f"columns, the template has {len(widths)}"))
