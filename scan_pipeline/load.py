@@ -89,11 +89,17 @@ def count_pages(item: InputFile) -> int:
         return 1
 
 
+ENCODED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: files a remote worker decodes itself
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(8)
+
+
 def _is_pdf(path: Path) -> bool:
     """By its first bytes, or its name (a damaged PDF is still reported as a PDF)."""
-    with path.open("rb") as fh:
-        magic = fh.read(8)
-    return magic.startswith(b"%PDF") or path.suffix.lower() == ".pdf"
+    return _magic(path).startswith(b"%PDF") or path.suffix.lower() == ".pdf"
 
 
 def _check_poppler() -> None:
@@ -138,7 +144,9 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI, keep_encoded: bool = Fal
     or PNG bytes (`PageImage.encoded`)."""
     path, given = item.path, item.given_as
     try:
-        digest = file_sha256(path)
+        # a JPEG or PNG kept as bytes is read once: hashed, decoded and sent from the same bytes
+        data = path.read_bytes() if keep_encoded and _magic(path).startswith(ENCODED_MAGIC) else b""
+        digest = hashlib.sha256(data).hexdigest() if data else file_sha256(path)
     except OSError as exc:
         raise InputFileError(f"cannot read the file: {exc.strerror or exc}", file=given,
                              hint="check that the file exists and is readable") from exc
@@ -147,7 +155,7 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI, keep_encoded: bool = Fal
     if _is_pdf(path):
         yield from _pdf_pages(path, given, digest, pdf_dpi, keep_encoded)
     else:
-        yield from _image_pages(path, given, digest, keep_encoded)
+        yield from _image_pages(path, given, digest, data)
 
 
 def _pdf_pages(path: Path, given: str, digest: str, dpi: int, keep_encoded: bool = False) -> Iterator[PageImage]:
@@ -255,13 +263,11 @@ def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[
             files = list(Path(folder).iterdir())
             if len(files) != 1:
                 return None
-            img = Image.open(files[0])
-            if img.format == "JPEG":
-                img.draft("L", img.size)  # decode straight to gray: color adds nothing to read
-            img.load()
+            raw = files[0].read_bytes()
+            img = _open_image(io.BytesIO(raw), str(path))
             as_is = img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1  # no turn to undo
-            return img, width / (page_w / 72.0), files[0].read_bytes() if as_is else b""
-        except (OSError, subprocess.SubprocessError, UnidentifiedImageError, SyntaxError, ValueError):
+            return img, width / (page_w / 72.0), raw if as_is else b""
+        except (OSError, subprocess.SubprocessError, InputFileError):
             return None
 
 
@@ -293,8 +299,10 @@ def decode_image(data: bytes, given: str = "(page sent)") -> np.ndarray:
     return _to_array(ImageOps.exif_transpose(_open_image(io.BytesIO(data), given)))
 
 
-def _image_pages(path: Path, given: str, digest: str, keep_encoded: bool = False) -> Iterator[PageImage]:
-    img = _open_image(path, given)
+def _image_pages(path: Path, given: str, digest: str, data: bytes = b"") -> Iterator[PageImage]:
+    """The file's pages; `data`, when given, is the file's bytes, decoded from and kept for a one-page
+    JPEG or PNG (`PageImage.encoded`)."""
+    img = _open_image(io.BytesIO(data) if data else path, given)
     single = not getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) <= 1
     index = 0
     while True:
@@ -307,7 +315,7 @@ def _image_pages(path: Path, given: str, digest: str, keep_encoded: bool = False
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputFileError(f"the page is damaged ({exc})", file=given, page=index + 1,
                                  hint="scan the sheet again") from exc
-        encoded = path.read_bytes() if keep_encoded and single and img.format in ("JPEG", "PNG") else b""
+        encoded = data if single and img.format in ("JPEG", "PNG") else b""
         yield PageImage(PageRef(given, index + 1, page_hash(digest, index)), pixels, _dpi(frame, 300.0), encoded)
         index += 1
         if single or getattr(img, "n_frames", 1) <= index:
