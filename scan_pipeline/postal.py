@@ -388,9 +388,14 @@ def _zero_index(postal_list: PostalList) -> np.ndarray:
     return _zero_index_cached(id(postal_list), postal_list.codes)
 
 
-def calibrated(score: float, calibration: dict) -> float:
-    """P(the best code is right) from the decoder's log-odds, by the model's isotonic calibration."""
-    xs, ys = calibration.get("x"), calibration.get("y")
+def calibrated(score: float, calibration: dict, leading_zero: bool = False) -> float:
+    """P(the best code is right) from the decoder's log-odds, by the model's isotonic calibration.
+
+    A code read from 4 digits as a dropped leading zero has its own map: those readings are far more
+    often wrong at the same log-odds (a 5-digit code with two digits read as one), so one map for all
+    would make them overconfident and every other reading underconfident."""
+    own = calibration.get("leading_zero") if leading_zero else None
+    xs, ys = (own or calibration).get("x"), (own or calibration).get("y")
     if not xs:
         return _clamp(1.0 / (1.0 + math.exp(-min(max(score, -50.0), 50.0))))
     return _clamp(float(np.interp(score, xs, ys)))
@@ -403,7 +408,9 @@ def decide(ev: DigitEvidence | None, confidence: float, postal_list: PostalList,
         return PostalDecision("", "", 0.0, "reject", False, "", (), ("postal_unreadable",))
     flags: list[str] = ["postal_leading_zero"] if ev.leading_zero else []
     alternatives = ev.alternatives
-    if len(ev.raw) < 3 or confidence < config.reject_confidence:
+    # a dropped leading zero is ambiguous (01000 or 10000?), not unreadable: its own calibration puts
+    # it low, and a person picks among the codes kept
+    if len(ev.raw) < 3 or (confidence < config.reject_confidence and not ev.leading_zero):
         return PostalDecision("", ev.raw, confidence, "reject", False, "", (ev.best, *alternatives)[:MAX_ALTERNATIVES],
                               (*flags, "postal_unreadable"))
     if ev.distance == 0:
@@ -438,7 +445,7 @@ def read_postal(crop: np.ndarray, has_ink: bool, engine: OcrEngine | None, posta
 
     model = load_model()
     ev = read_digits_evidence(crop, model, postal_list)
-    confidence = calibrated(ev.score, model.calibration) if ev is not None else 0.0
+    confidence = calibrated(ev.score, model.calibration, ev.leading_zero) if ev is not None else 0.0
     decision = decide(ev, confidence, postal_list, config)
     if decision.band == "reject" and engine is not None:  # perhaps a commune written by name
         image = prepare_for_ocr(crop, config.ocr_height_px)

@@ -198,9 +198,20 @@ def test_calibration_is_monotonic() -> None:
     cal = dg.load_model().calibration
     assert cal["x"] == sorted(cal["x"])
     assert all(b >= a for a, b in zip(cal["y"], cal["y"][1:]))
-    values = [calibrated(x, cal) for x in np.linspace(-10, 40, 200)]
-    assert all(b >= a for a, b in zip(values, values[1:]))
-    assert all(0.0 <= v <= 1.0 for v in values)
+    for leading_zero in (False, True):
+        values = [calibrated(x, cal, leading_zero) for x in np.linspace(-10, 40, 200)]
+        assert all(b >= a for a, b in zip(values, values[1:]))
+        assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_a_dropped_leading_zero_has_its_own_calibration() -> None:
+    from scan_pipeline.postal import calibrated
+
+    assert "leading_zero" in dg.load_model().calibration  # the bundled model was calibrated this way
+    cal = {"x": [0.0, 4.0], "y": [0.5, 1.0], "leading_zero": {"x": [0.0, 4.0], "y": [0.2, 0.6]}}
+    assert calibrated(2.0, cal) == 0.75
+    assert calibrated(2.0, cal, leading_zero=True) == pytest.approx(0.4)
+    assert calibrated(2.0, {"x": [0.0, 4.0], "y": [0.5, 1.0]}, leading_zero=True) == 0.75  # older models: one map
 
 
 def test_test_time_augmentation_averages_the_views() -> None:

@@ -389,6 +389,14 @@ def test_decide_bands(plist: PostalList) -> None:
     assert decide(None, 0.0, plist, cfg).flags == ("postal_unreadable",)
 
 
+def test_decide_keeps_an_unlikely_dropped_zero_for_review(plist: PostalList) -> None:
+    cfg = load_config().postal
+    ev = DigitEvidence("01000", "1000", -1.0, ("10000", "10800"), True, 0)
+    d = decide(ev, cfg.reject_confidence / 2, plist, cfg)  # ambiguous, not unreadable
+    assert d.band == "review" and d.value == "01000" and d.alternatives == ("10000", "10800")
+    assert "postal_leading_zero" in d.flags and "postal_unreadable" not in d.flags
+
+
 def test_decide_never_accepts_a_far_correction(plist: PostalList) -> None:
     cfg = load_config().postal
     one = decide(_ev(1), 0.9999, plist, cfg)
