@@ -1,7 +1,7 @@
 """Batch throughput: pages per minute on all cores, memory per worker, and scaling with batch size.
 
     python scripts/bench_batch.py [--pages 100] [--runs local:10,local:16,local:100,dask:16] [--workers 2]
-                                  [--repeat-small 3] [--dpi 300] [--seed 7] [--tesseract-pages 8]
+                                  [--repeat-small 3] [--dpi 300] [--seed 7] [--tesseract-pages 16]
                                   [--work build/bench-batch] [--out bench-batch.json] [--keep]
 
 1. Generates a corpus of --pages pages (--pages/2 sheets, every mode and format, scans at --dpi);
@@ -12,12 +12,13 @@
    short enough for the machine's noise to matter: they are repeated --repeat-small times, taking
    turns (local, dask, local, dask...), and their median is reported, with every attempt in --out;
    the Dask executor's pages per minute against the local pool's is printed for the same size.
-3. Times `tesseract PAGE - -l fra` on --tesseract-pages of the same pages (converted to PNG first,
-   untimed), one OpenMP thread as the pipeline's engines, two ways: plain (one page after another)
-   and parallel (N at a time, the most plain Tesseract can do with the same cores: throughput against
-   throughput, the stricter). The ratios of the pipeline's wall time per page to them hardly depend
-   on the machine; both are printed ("x plain", "x parallel"). (Left to its own OpenMP threads,
-   Tesseract 5.3 took 6.6 s a page on a 2-core machine instead of 1.0: not a baseline.)
+3. Times `tesseract PAGE - -l fra` on --tesseract-pages of the same pages, spread over the batch
+   (converted to PNG first, untimed), one OpenMP thread as the pipeline's engines, two ways: plain
+   (one page after another) and parallel (N at a time, the most plain Tesseract can do with the
+   same cores: throughput against throughput, the stricter). The ratios of the pipeline's wall time
+   per page to them hardly depend on the machine; both are printed ("x plain", "x parallel"). (Left
+   to its own OpenMP threads, Tesseract 5.3 took 6.6 s a page on a 2-core machine instead of 1.0:
+   not a baseline.)
 
 Prints a table and writes --out (JSON). Exit code 0 whatever the figures; non-zero when a command
 fails to run.
@@ -142,12 +143,12 @@ def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path, pages: int, 
       waiting for each other on a 2-core machine): no baseline to compare with;
     - parallel: `parallel` at a time with one OpenMP thread each, the most plain Tesseract can do with
       the same cores (the stricter baseline: throughput against throughput)."""
-    pngs = []
-    for f in truth["files"]:
-        for p in f["pages"]:
-            if len(pngs) < pages:
-                target = work / "tesseract" / f"{Path(f['file']).stem}-p{p['page']}.png"
-                pngs.append(page_png(corpus / f["file"], p["page"], target))
+    every = [(f["file"], p["page"]) for f in truth["files"] for p in f["pages"]]
+    # spread over the whole batch (its files come in modes: scans, photos, PDFs...), not its first pages
+    n = min(pages, len(every))
+    picked = sorted({round(k * (len(every) - 1) / max(n - 1, 1)) for k in range(n)})
+    pngs = [page_png(corpus / name, page, work / "tesseract" / f"{Path(name).stem}-p{page}.png")
+            for name, page in (every[i] for i in picked)]
     own = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
 
     def timed(env: dict[str, str], at_once: int) -> tuple[float, int]:
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="workers (default: the cores)")
     ap.add_argument("--dpi", type=int, default=300, help="scan resolution of the corpus (default 300)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--tesseract-pages", type=int, default=8)
+    ap.add_argument("--tesseract-pages", type=int, default=16)
     ap.add_argument("--repeat-small", type=int, default=3,
                     help="times each run of at most 20 pages is made, in turns; the median is reported (default 3)")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench-batch")
