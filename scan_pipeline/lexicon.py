@@ -31,12 +31,14 @@ def fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn").upper()
 
 
-def _histogram(word: str) -> np.ndarray:
-    h = np.zeros(len(ALPHABET) + 1, np.int16)
-    for c in word:
+def _word_mask(word: str) -> np.uint64:
+    """`_masks` of one word, in plain Python: numpy's per-call cost was most of a lookup's time."""
+    mask = 0
+    for c in set(word):
         i = ALPHABET.find(c)
-        h[i if i >= 0 else len(ALPHABET)] += 1
-    return h
+        if i >= 0:
+            mask |= 1 << i | ((1 << (i + len(ALPHABET))) if word.count(c) > 1 else 0)
+    return np.uint64(mask)
 
 
 def _masks(hist: np.ndarray) -> np.ndarray:
@@ -128,7 +130,7 @@ class Lexicon:
         if hi > lo:
             # one edit brings in at most one letter and takes away at most one: a cheap lower bound on the
             # distance on which letters there are, once or more than once (bit masks)
-            q = _masks(_histogram(word)[None])[0]
+            q = _word_mask(word)
             masks = self._mask[lo:hi]
             ok = np.flatnonzero((np.bitwise_count(masks & ~q) <= max_distance)
                                 & (np.bitwise_count(q & ~masks) <= max_distance)) + lo

@@ -25,7 +25,6 @@ import heapq
 import math
 import re
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -197,7 +196,12 @@ def choose_word(frames: np.ndarray, read: list[str], lexicon: Lexicon, config: N
     # closest, then most common, first; each reading's neighbours come ranked from the lexicon
     ranked = heapq.merge(sorted((0, lexicon.tier(r), r) for r in set(read)),
                          *(lexicon.near_ranked(r, _max_distance(r)) for r in dict.fromkeys(read)))
-    keys = list(islice(dict.fromkeys(k for _, _, k in ranked), config.max_candidates))
+    keys: list[str] = []
+    for _, _, k in ranked:  # the first max_candidates distinct keys, without merging the rest
+        if k not in keys:
+            keys.append(k)
+            if len(keys) == config.max_candidates:
+                break
     for r in read:  # the readings themselves always compete
         if r and r not in keys:
             keys.append(r)

@@ -61,6 +61,8 @@ class PostalList:
     departement_by_code: dict[str, str] = field(hash=False)
     # (N, 5) uint8 digits of `codes`, for vectorised Hamming distances.
     _digits: np.ndarray = field(init=False, repr=False, compare=False, hash=False)
+    # indices of the codes of departements 01-09, which may be written without their leading 0
+    _zero: np.ndarray = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if list(self.codes) != sorted(set(self.codes)):
@@ -72,6 +74,7 @@ class PostalList:
             raise ValueError("communes_by_code and departement_by_code must have exactly the codes as keys")
         digits = np.frombuffer("".join(self.codes).encode("ascii"), dtype=np.uint8).reshape(-1, 5) - ord("0")
         object.__setattr__(self, "_digits", digits)
+        object.__setattr__(self, "_zero", np.flatnonzero(digits[:, 0] == 0))
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[str, str, Iterable[str]]]) -> PostalList:
@@ -357,7 +360,7 @@ def decode_log_proba(segments: Sequence[tuple[int, int]], n_atoms: int, logp: np
     n_nodes = n_atoms + 1
     codes = postal_list._digits
     scores = _lexicon_scores(codes, n_nodes, segs, dlog, skip)
-    zero = _zero_index(postal_list)
+    zero = postal_list._zero
     four = _lexicon_scores(codes[zero, 1:], n_nodes, segs, dlog, skip) + np.float32(LEADING_ZERO_LOG_PRIOR)
     lz = np.zeros(len(codes), bool)
     lz[zero] = four > scores[zero]
@@ -377,15 +380,6 @@ def decode_log_proba(segments: Sequence[tuple[int, int]], n_atoms: int, logp: np
     return DigitEvidence(code, raw, float(scores[best]) - log_rest,
                          tuple(postal_list.codes[i] for i in order[1:]), bool(lz[best]),
                          _distance(raw, code, bool(lz[best])))
-
-
-@functools.lru_cache(maxsize=4)
-def _zero_index_cached(key: int, codes: tuple[str, ...]) -> np.ndarray:
-    return np.flatnonzero(np.array([c.startswith("0") for c in codes]))
-
-
-def _zero_index(postal_list: PostalList) -> np.ndarray:
-    return _zero_index_cached(id(postal_list), postal_list.codes)
 
 
 def calibrated(score: float, calibration: dict, leading_zero: bool = False) -> float:

@@ -80,6 +80,17 @@ def test_lexicon_is_credited_and_has_accents(lexicon):
     assert all(d <= 1 for _, d in lexicon.near("DUPOMT", 1)) and ("DUPONT", 1) in lexicon.near("DUPOMT", 1)
 
 
+@pytest.mark.parametrize("word", ["DUPOMT", "MARIE", "JEAN-PIERRE", "LEFEBVRE", "AAA", "O'NEIL", "ZZQX", "BÉ"])
+def test_lexicon_near_finds_what_a_full_scan_finds(lexicon, word):
+    from rapidfuzz.distance import Levenshtein
+
+    # the letter-mask pre-filter may only skip keys that are too far: compare with every key of a length in reach
+    for k in (1, 2):
+        full = sorted((key, d) for key in lexicon.keys if abs(len(key) - len(word)) <= k
+                      and (d := Levenshtein.distance(word, key)) <= k)
+        assert sorted(lexicon.near(word, k)) == full
+
+
 def _frames(word: str, noise: float = 0.05) -> np.ndarray:
     """Folded frames that spell `word`: letter, blank, letter, blank..."""
     rows = []
