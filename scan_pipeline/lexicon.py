@@ -51,6 +51,34 @@ def _masks(hist: np.ndarray) -> np.ndarray:
     return once | twice
 
 
+_CHUNK = 1 << 14  # keys at a time: the temporaries of a whole lexicon would cost a worker 100 MB more
+
+
+def _letter_counts(keys: list[str], lengths: np.ndarray) -> np.ndarray | None:
+    """(N, letters + 1) counts of each letter per key, the last column for any other character; None when
+    the keys are not sorted by length, then key (the order `Lexicon` keeps them in)."""
+    if len(keys) and (np.diff(lengths) < 0).any():
+        return None
+    width = len(ALPHABET) + 1
+    table = np.full(256, len(ALPHABET), np.int16)
+    for i, c in enumerate(ALPHABET):
+        table[ord(c)] = i
+    hist = np.empty((len(keys), width), np.int16)
+    for a in range(0, len(keys), _CHUNK):
+        lo = max(a - 1, 0)  # with the previous key, to check the order across chunks
+        text, size = np.array(keys[lo:a + _CHUNK]), lengths[lo:a + _CHUNK]
+        if ((size[1:] == size[:-1]) & (text[1:] <= text[:-1])).any():
+            return None
+        text = text[a - lo:]
+        points = text.view(np.uint32).reshape(len(text), -1)  # code points, 0 past the key's end
+        codes = table[np.minimum(points, 255)]  # any other character (and the padding) is not a letter
+        flat = (np.arange(len(text), dtype=np.int32)[:, None] * width + codes).ravel()
+        counts = np.bincount(flat, minlength=len(text) * width).reshape(-1, width)
+        counts[:, -1] -= codes.shape[1] - lengths[a:a + len(text)]  # the padding is not a letter
+        hist[a:a + len(text)] = counts
+    return hist
+
+
 class Lexicon:
     """Keys sorted by length; letter histograms let `near` skip most keys before measuring edits."""
 
@@ -66,27 +94,18 @@ class Lexicon:
 
     def _build(self, keys: list[str], given: list, surname: list, spelling: list[str]) -> None:
         lengths = np.fromiter(map(len, keys), np.int64, len(keys))
-        text = np.array(keys, dtype=f"U{max(1, int(lengths.max(initial=1)))}")
-        same = lengths[1:] == lengths[:-1]
-        if not ((lengths[1:] > lengths[:-1]) | same & (text[1:] > text[:-1])).all():
-            order = np.lexsort((text, lengths))  # by length, then key (the data file is written so)
-            keys, lengths, text = [keys[i] for i in order], lengths[order], text[order]
+        hist = _letter_counts(keys, lengths)
+        if hist is None:  # not in the order the data file is written in: sort, by length then key
+            order = sorted(range(len(keys)), key=lambda i: (lengths[i], keys[i]))
+            keys, lengths = [keys[i] for i in order], lengths[order]
             given, surname, spelling = ([c[i] for i in order] for c in (given, surname, spelling))
+            hist = _letter_counts(keys, lengths)
         self.keys = keys
         self.index = dict(zip(keys, range(len(keys))))
         self.given_tier = np.array(given, np.int8)
         self.surname_tier = np.array(surname, np.int8)
         self.spelling = {k: sp for k, sp in zip(keys, spelling) if sp}
         self._start = np.searchsorted(lengths, np.arange(lengths.max() + 3))
-        table = np.full(256, len(ALPHABET), np.int16)
-        for i, c in enumerate(ALPHABET):
-            table[ord(c)] = i
-        points = text.view(np.uint32).reshape(len(self.keys), -1)  # code points, 0 past the key's end
-        codes = table[np.minimum(points, 255)]  # any other character (and the padding) is not a letter
-        width = len(ALPHABET) + 1
-        flat = (np.arange(len(self.keys))[:, None] * width + codes).ravel()
-        hist = np.bincount(flat, minlength=len(self.keys) * width).reshape(-1, width).astype(np.int16)
-        hist[:, len(ALPHABET)] -= (codes.shape[1] - lengths).astype(np.int16)  # padding is not a letter
         self._mask = _masks(hist)
         self._tier = np.minimum(self.given_tier, self.surname_tier)
         self._keys = np.array(self.keys, dtype=object)
