@@ -82,17 +82,9 @@ def _letter_counts(keys: list[str], lengths: np.ndarray) -> np.ndarray | None:
 class Lexicon:
     """Keys sorted by length; letter histograms let `near` skip most keys before measuring edits."""
 
-    def __init__(self, rows: list[tuple[str, int, int, str]]):
-        keys, given, surname, spelling = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
-        self._build(keys, given, surname, spelling)
-
-    @classmethod
-    def from_columns(cls, keys: list[str], given_tier: list, surname_tier: list, spelling: list[str]) -> Lexicon:
-        lexicon = cls.__new__(cls)
-        lexicon._build(keys, given_tier, surname_tier, spelling)
-        return lexicon
-
-    def _build(self, keys: list[str], given: list, surname: list, spelling: list[str]) -> None:
+    def __init__(self, keys: list[str], given: list, surname: list, spelling: list[str]):
+        """Columns of the data file: key, given-name tier, surname tier, usual spelling (tiers as ints or
+        their text); in any order, kept sorted by length then key."""
         lengths = np.fromiter(map(len, keys), np.int64, len(keys))
         hist = _letter_counts(keys, lengths)
         if hist is None:  # not in the order the data file is written in: sort, by length then key
@@ -183,4 +175,4 @@ def load_lexicon() -> Lexicon:
     fields = gzip.decompress(raw).decode("utf-8").rstrip("\n").replace("\n", "\t").split("\t")
     if len(fields) % 4:
         raise ValueError(f"{LEXICON_FILE}: every line must have 4 tab-separated fields")
-    return Lexicon.from_columns(fields[0::4], fields[1::4], fields[2::4], fields[3::4])
+    return Lexicon(fields[0::4], fields[1::4], fields[2::4], fields[3::4])

@@ -96,7 +96,7 @@ def test_lexicon_built_from_rows_in_any_order():
 
     rows = [("ZOE", 1, 9, "Zoé"), ("AB", 0, 1, ""), ("A'B-Ω", 2, 2, ""), ("AA", 3, 9, ""), ("ANNA", 0, 0, "Anna")]
     ordered = sorted(rows, key=lambda r: (len(r[0]), r[0]))
-    for lexicon in (Lexicon(rows), Lexicon(ordered), Lexicon.from_columns(*map(list, zip(*ordered)))):
+    for lexicon in (Lexicon(*map(list, zip(*rows))), Lexicon(*map(list, zip(*ordered)))):
         assert lexicon.keys == ["AA", "AB", "ZOE", "ANNA", "A'B-Ω"]  # by length, then key
         assert lexicon.given_spelling("ZOE") == "Zoé" and lexicon.surname_tier_of("AB") == 1
         assert lexicon.near("ANA", 1) == [("ANNA", 1), ("AA", 1)]  # the more common first
