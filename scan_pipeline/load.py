@@ -79,7 +79,7 @@ def file_sha256(path: Path) -> str:
 def count_pages(item: InputFile) -> int:
     """How many pages a file holds, cheaply (for progress); 1 when it cannot tell (reading it will say why)."""
     try:
-        if _is_pdf(item.path):
+        if _is_pdf(item.path, _magic(item.path)):
             from pdf2image import pdfinfo_from_path
 
             return max(1, int(pdfinfo_from_path(str(item.path), timeout=30)["Pages"]))
@@ -97,9 +97,9 @@ def _magic(path: Path) -> bytes:
         return fh.read(8)
 
 
-def _is_pdf(path: Path) -> bool:
-    """By its first bytes, or its name (a damaged PDF is still reported as a PDF)."""
-    return _magic(path).startswith(b"%PDF") or path.suffix.lower() == ".pdf"
+def _is_pdf(path: Path, magic: bytes) -> bool:
+    """By its first bytes (`_magic`), or its name (a damaged PDF is still reported as a PDF)."""
+    return magic.startswith(b"%PDF") or path.suffix.lower() == ".pdf"
 
 
 def _check_poppler() -> None:
@@ -152,14 +152,15 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI, keep_encoded: bool = Fal
     path, given = item.path, item.given_as
     try:
         # a JPEG or PNG kept as bytes is read once: hashed, decoded and sent from the same bytes
-        data = path.read_bytes() if keep_encoded and _magic(path).startswith(ENCODED_MAGIC) else b""
+        magic = _magic(path)
+        data = path.read_bytes() if keep_encoded and magic.startswith(ENCODED_MAGIC) else b""
         digest = hashlib.sha256(data).hexdigest() if data else file_sha256(path)
     except OSError as exc:
         raise InputFileError(f"cannot read the file: {exc.strerror or exc}", file=given,
                              hint="check that the file exists and is readable") from exc
     if path.stat().st_size == 0:
         raise InputFileError("the file is empty (0 bytes)", file=given, hint="scan the sheet again")
-    if _is_pdf(path):
+    if _is_pdf(path, magic):
         yield from _pdf_pages(path, given, digest, pdf_dpi, keep_encoded)
     else:
         yield from _image_pages(path, given, digest, data)
