@@ -145,25 +145,25 @@ def time_tesseract(truth: dict[str, Any], corpus: Path, work: Path, pages: int, 
       the same cores (the stricter baseline: throughput against throughput)."""
     every = [(f["file"], p["page"]) for f in truth["files"] for p in f["pages"]]
     # spread over the whole batch (its files come in modes: scans, photos, PDFs...), not its first pages
-    n = min(pages, len(every))
-    picked = sorted({round(k * (len(every) - 1) / max(n - 1, 1)) for k in range(n)})
+    want = min(pages, len(every))
+    picked = sorted({round(k * (len(every) - 1) / max(want - 1, 1)) for k in range(want)})
     pngs = [page_png(corpus / name, page, work / "tesseract" / f"{Path(name).stem}-p{page}.png")
             for name, page in (every[i] for i in picked)]
-    own = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
+    env["OMP_THREAD_LIMIT"] = "1"
 
-    def timed(env: dict[str, str], at_once: int) -> tuple[float, int]:
-        def one(png: Path) -> int:
-            return subprocess.run(["tesseract", str(png), "-", "-l", "fra"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, env=env, timeout=900).returncode
+    def one(png: Path) -> int:
+        return subprocess.run(["tesseract", str(png), "-", "-l", "fra"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, timeout=900).returncode
 
+    def timed(at_once: int) -> tuple[float, int]:
         start = time.perf_counter()
         with ThreadPoolExecutor(at_once) as pool:
             codes = list(pool.map(one, pngs))
         return time.perf_counter() - start, sum(1 for c in codes if c)
 
-    one_thread = {**own, "OMP_THREAD_LIMIT": "1"}
-    plain, plain_failed = timed(one_thread, 1)
-    par, par_failed = timed(one_thread, parallel)
+    plain, plain_failed = timed(1)
+    par, par_failed = timed(parallel)
     n = len(pngs) or 1
     return {"pages": len(pngs), "failed": plain_failed + par_failed,
             "plain": {"seconds": round(plain, 2), "seconds_per_page": plain / n,
