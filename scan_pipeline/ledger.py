@@ -791,7 +791,7 @@ _JSON_LINE = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def details_text(details: Iterable[dict[str, Any]],
-                  read_from: dict[str, tuple[dict[str, Any], str]] | None = None) -> str:
+                 read_from: dict[str, tuple[dict[str, Any], str]] | None = None) -> str:
     """One JSON object a line. read_from (from _read_details_lines): an object still the very one read
     keeps its line as it was (the same JSON), so a large ledger's details are not all encoded again."""
     if not read_from:
@@ -1236,7 +1236,7 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
                 append_audit(out, record)
                 known.add(json.dumps(record, sort_keys=True))
         append_audit(out, {"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
-                            "rows_read": summary.rows_read, "rows_written": len(after)})
+                           "rows_read": summary.rows_read, "rows_written": len(after)})
         _write_valid(after, out)
         summary.rows_total = len(after)
         summary.seconds["write"] = time.perf_counter() - t2

@@ -127,7 +127,7 @@ class NameCrops:
             label = " ".join((row.get("label") or "").split())
             if image is None or not label or " " in label:
                 raise PipelineError(f"{csv_path}, line {n}: no readable image at {path}, or not one word as label",
-                                  hint="each line names an image file and the one word written on it")
+                                    hint="each line names an image file and the one word written on it")
             images.append(image)
             labels.append(label)
         if len(labels) < 2:
