@@ -8,8 +8,8 @@ in `postal` then picks the path through the atoms and the real postal code that 
 ink together, so a wrong cut is never forced: segmentation proposes, the code list decides.
 
 The model (`data/digit_model.npz`: the ONNX graph, its calibration and facts about its training)
-is built by scripts/train_digits.py from the MNIST training part only; it runs with onnxruntime
-(one thread) or, where onnxruntime is missing, with OpenCV's dnn module.
+is built by scripts/train_digits.py from the MNIST training part only, quantized to int8; it runs
+with onnxruntime, one thread.
 """
 
 from __future__ import annotations
@@ -420,16 +420,12 @@ class DigitModel:
 
 
 def _session(onnx_bytes: bytes):
+    # no OpenCV dnn fallback: it returns one row for a batch of patches, and the graph is int8
     try:
         import onnxruntime as ort
-    except ImportError:
-        net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
-
-        def run_cv(x: np.ndarray) -> np.ndarray:
-            net.setInput(x)
-            return net.forward().astype(np.float32)
-
-        return run_cv
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime is not installed: the digit model cannot run",
+                                     hint="reinstall scan_pipeline (`make install`)") from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
