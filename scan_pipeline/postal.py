@@ -53,6 +53,24 @@ MAX_ALTERNATIVES = 5
 
 
 @dataclass(frozen=True)
+class PrefixTree:
+    """Codes (rows of digits) as a tree of their prefixes: the 6,201 codes have 10 first digits, 96
+    departements, 890 three-digit prefixes, so the decoder scores each prefix once, not once per code."""
+
+    levels: tuple[tuple[np.ndarray, np.ndarray], ...]  # per position: (parent prefix, digit) of each prefix
+    leaves: np.ndarray  # each code's prefix at the last position
+
+
+def prefix_tree(codes: np.ndarray) -> PrefixTree:
+    parent = np.zeros(len(codes), np.int64)  # the one empty prefix
+    levels = []
+    for k in range(codes.shape[1]):
+        prefixes, parent = np.unique(parent * 10 + codes[:, k], return_inverse=True)
+        levels.append((prefixes // 10, (prefixes % 10).astype(np.intp)))
+    return PrefixTree(tuple(levels), parent.reshape(-1))
+
+
+@dataclass(frozen=True)
 class PostalList:
     """The valid postal codes, with the communes and departement each one serves."""
 
@@ -63,6 +81,9 @@ class PostalList:
     _digits: np.ndarray = field(init=False, repr=False, compare=False, hash=False)
     # indices of the codes of departements 01-09, which may be written without their leading 0
     _zero: np.ndarray = field(init=False, repr=False, compare=False, hash=False)
+    # the codes, and those 01-09 codes without their 0, as trees of prefixes (for the decoder)
+    _tree: PrefixTree = field(init=False, repr=False, compare=False, hash=False)
+    _zero_tree: PrefixTree = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if list(self.codes) != sorted(set(self.codes)):
@@ -75,6 +96,8 @@ class PostalList:
         digits = np.frombuffer("".join(self.codes).encode("ascii"), dtype=np.uint8).reshape(-1, 5) - ord("0")
         object.__setattr__(self, "_digits", digits)
         object.__setattr__(self, "_zero", np.flatnonzero(digits[:, 0] == 0))
+        object.__setattr__(self, "_tree", prefix_tree(digits))
+        object.__setattr__(self, "_zero_tree", prefix_tree(digits[self._zero, 1:]))
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[str, str, Iterable[str]]]) -> PostalList:
@@ -290,19 +313,20 @@ def _closure(V: np.ndarray, segs: list[tuple[int, int, int]], skip: np.ndarray) 
     return V
 
 
-def _lexicon_scores(codes: np.ndarray, n_nodes: int, segs: list[tuple[int, int, int]], dlog: np.ndarray,
+def _lexicon_scores(tree: PrefixTree, n_nodes: int, segs: list[tuple[int, int, int]], dlog: np.ndarray,
                     skip: np.ndarray) -> np.ndarray:
-    """Best path score of every code (rows of `codes`, digits) through the atom graph, vectorised."""
-    V = np.full((n_nodes, len(codes)), _NEG, np.float32)
+    """Best path score of every code of the tree through the atom graph, vectorised over the prefixes
+    of each length (a code's score is its last prefix's)."""
+    V = np.full((n_nodes, 1), _NEG, np.float32)
     V[0] = 0.0
     V = _closure(V, segs, skip)
-    for k in range(codes.shape[1]):
+    for parents, digits in tree.levels:
+        V = V[:, parents]
         W = np.full_like(V, _NEG)
-        column = codes[:, k]
         for s, i, j in segs:
-            np.maximum(W[j], V[i] + dlog[s][column], out=W[j])
+            np.maximum(W[j], V[i] + dlog[s][digits], out=W[j])
         V = _closure(W, segs, skip)
-    return V[n_nodes - 1]
+    return V[n_nodes - 1][tree.leaves]
 
 
 def _free_reading(n_nodes: int, segs: list[tuple[int, int, int]], dlog: np.ndarray, skip: np.ndarray,
@@ -358,16 +382,20 @@ def decode_log_proba(segments: Sequence[tuple[int, int]], n_atoms: int, logp: np
     skip = logp[:, 10] + np.float32(SKIP_LOG_PRIOR)
     segs = sorted(((s, i, j) for s, (i, j) in enumerate(segments)), key=lambda t: (t[2], t[1]))
     n_nodes = n_atoms + 1
-    codes = postal_list._digits
-    scores = _lexicon_scores(codes, n_nodes, segs, dlog, skip)
+    scores = _lexicon_scores(postal_list._tree, n_nodes, segs, dlog, skip)
     zero = postal_list._zero
-    four = _lexicon_scores(codes[zero, 1:], n_nodes, segs, dlog, skip) + np.float32(LEADING_ZERO_LOG_PRIOR)
-    lz = np.zeros(len(codes), bool)
+    four = _lexicon_scores(postal_list._zero_tree, n_nodes, segs, dlog, skip) + np.float32(LEADING_ZERO_LOG_PRIOR)
+    lz = np.zeros(len(scores), bool)
     lz[zero] = four > scores[zero]
     scores[zero] = np.maximum(scores[zero], four)
     if scores.max() < -1e8:
         return None
-    order = np.argsort(-scores, kind="stable")[:MAX_ALTERNATIVES + 1]
+    # the best codes in the order of a stable sort of all, without sorting all: the codes scoring at
+    # least the k-th best (ties at the edge too), in list order, then sorted
+    k = min(MAX_ALTERNATIVES + 1, len(scores))
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    top = np.flatnonzero(scores >= kth)
+    order = top[np.argsort(-scores[top], kind="stable")][:k]
     best = int(order[0])
     rest = np.delete(scores, best).astype(np.float64)
     if len(rest):

@@ -452,3 +452,36 @@ def test_commune_written_instead_of_code(plist: PostalList) -> None:
     paris = decode_postal_text("PARIS", 0.9, plist)
     assert paris.value == "" and paris.band == "review" and len(paris.alternatives) == 5
     assert decode_postal_text("Xyzzyville", 0.9, plist).band == "reject"
+
+
+def _scores_code_by_code(codes: np.ndarray, n_nodes: int, segs, dlog: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """The decoder's dynamic programme run for every code on its own (what the prefix tree shares)."""
+    from scan_pipeline.postal import _closure
+
+    V = np.full((n_nodes, len(codes)), np.float32(-1e9), np.float32)
+    V[0] = 0.0
+    V = _closure(V, segs, skip)
+    for k in range(codes.shape[1]):
+        W = np.full_like(V, np.float32(-1e9))
+        for s, i, j in segs:
+            np.maximum(W[j], V[i] + dlog[s][codes[:, k]], out=W[j])
+        V = _closure(W, segs, skip)
+    return V[n_nodes - 1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 9))
+def test_prefix_tree_scores_every_code_as_alone(seed, n_atoms):
+    """Sharing the work of common prefixes gives each code exactly the score it has on its own."""
+    from scan_pipeline.postal import _lexicon_scores, load_postal_list
+
+    rng = np.random.default_rng(seed)
+    plist = load_postal_list()
+    segs = sorted(((s, i, j) for s, (i, j) in enumerate(
+        (i, j) for i in range(n_atoms) for j in range(i + 1, min(n_atoms, i + 3) + 1))), key=lambda t: (t[2], t[1]))
+    logp = np.log(rng.dirichlet(np.ones(11), len(segs))).astype(np.float32)
+    dlog, skip = logp[:, :10], logp[:, 10] - np.float32(3.0)
+    got = _lexicon_scores(plist._tree, n_atoms + 1, segs, dlog, skip)
+    assert np.array_equal(got, _scores_code_by_code(plist._digits, n_atoms + 1, segs, dlog, skip))
+    four = _lexicon_scores(plist._zero_tree, n_atoms + 1, segs, dlog, skip)
+    assert np.array_equal(four, _scores_code_by_code(plist._digits[plist._zero, 1:], n_atoms + 1, segs, dlog, skip))
