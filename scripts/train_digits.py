@@ -45,6 +45,7 @@ On the 57,500: one net 99.0-99.1 % on the 6,900 held-out digits, the three toget
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -439,7 +440,8 @@ def quantize_int8(onnx_bytes: bytes, patches: np.ndarray, batch: int = 18) -> by
     with tempfile.TemporaryDirectory() as folder:
         src, pre, out = (Path(folder) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(onnx_bytes)
-        quant_pre_process(str(src), str(pre))
+        with contextlib.chdir(folder):  # shape inference leaves a temporary file in the working folder
+            quant_pre_process(str(src), str(pre))
         quantize_static(str(pre), str(out), Patches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return out.read_bytes()
