@@ -58,8 +58,7 @@ def ink_mask(crop: np.ndarray) -> np.ndarray:
     """Binary ink (uint8 0/1) of a gray crop, dark ink on light paper (or a bilevel crop)."""
     gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     gray = gray.astype(np.uint8)
-    paper = float(np.percentile(gray, 75))
-    dark = float(np.percentile(gray, 1))
+    paper, dark = (float(v) for v in np.percentile(gray, [75, 1]))  # one partition for both
     if paper - dark < 40:  # hardly any contrast: only ink well darker than paper counts
         return (gray < paper - 60).astype(np.uint8)
     otsu, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

@@ -306,8 +306,9 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     masks = masks or page_masks(gray)
     widths = np.array([c.width for c in template.columns])
     found_blocks = find_blocks(masks)
-    h_count = len(runs((masks.horizontal > 0).mean(axis=1) >= 0.3, 2))
-    v_count = len(runs((masks.vertical > 0).mean(axis=0) >= 0.1, 2))
+    # shares of inked pixels by counting (a mean of the whole page's booleans is several times slower)
+    h_count = len(runs(np.count_nonzero(masks.horizontal, axis=1) / masks.horizontal.shape[1] >= 0.3, 2))
+    v_count = len(runs(np.count_nonzero(masks.vertical, axis=0) / masks.vertical.shape[0] >= 0.1, 2))
     if not found_blocks:
         return GridSearch(None, (PageIssue("page_no_grid", "no signature grid was found on this page",
                                            "check that the page is a petition sheet and is not blank"),))
@@ -318,7 +319,7 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         # widened so a line that still leans a little (a photo's residual perspective) counts whole
         slack = max(3, block.height // 150)
         sub = cv2.dilate(masks.vertical[block.y0:block.y1, block.x0:block.x1], np.ones((1, 2 * slack + 1), np.uint8))
-        xs = [block.x0 + (a + b) // 2 for a, b in runs((sub > 0).mean(axis=0) >= 0.5, 2)]
+        xs = [block.x0 + (a + b) // 2 for a, b in runs(np.count_nonzero(sub, axis=0) / sub.shape[0] >= 0.5, 2)]
         if len(xs) < len(widths) + 1:
             issues.append(PageIssue("block_columns", f"a grid block at y={block.y0} has {max(0, len(xs) - 1)} "
                                     f"columns, the template has {len(widths)}"))

@@ -1,16 +1,17 @@
 """Batch throughput: pages per minute on all cores, memory per worker, and scaling with batch size.
 
     python scripts/bench_batch.py [--pages 100] [--runs local:10,local:16,local:100,dask:16] [--workers 2]
-                                  [--repeat-small 3] [--dpi 300] [--seed 7] [--tesseract-pages 16]
+                                  [--repeat-small 3] [--repeat-large 3] [--dpi 300] [--seed 7] [--tesseract-pages 16]
                                   [--work build/bench-batch] [--out bench-batch.json] [--keep]
 
 1. Generates a corpus of --pages pages (--pages/2 sheets, every mode and format, scans at --dpi);
    a run `EXECUTOR:N` processes its first N pages (whole files).
 2. Times the whole command `scan-pipeline process PAGES --ledger L --workers W --executor E -q` of
    each run (wall clock, start-up included: a fresh ledger each time), sampling every process of the
-   command in /proc four times a second for its peak resident memory. Runs of at most 20 pages are
-   short enough for the machine's noise to matter: they are repeated --repeat-small times, taking
-   turns (local, dask, local, dask...), and their median is reported, with every attempt in --out;
+   command in /proc four times a second for its peak resident memory. Every run is repeated and its
+   median reported, with every attempt in --out: the machine's noise moves a 100-page run by up to
+   ±5 % from one attempt to the next. Runs of more than 20 pages are made --repeat-large times, one
+   after another; shorter ones --repeat-small times, taking turns (local, dask, local, dask...);
    the Dask executor's pages per minute against the local pool's is printed for the same size.
 3. Times `tesseract PAGE - -l fra` on --tesseract-pages of the same pages, spread over the batch
    (converted to PNG first, untimed), one OpenMP thread as the pipeline's engines, two ways: plain
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tesseract-pages", type=int, default=16)
     ap.add_argument("--repeat-small", type=int, default=3,
                     help="times each run of at most 20 pages is made, in turns; the median is reported (default 3)")
+    ap.add_argument("--repeat-large", type=int, default=3,
+                    help="times each longer run is made, one after another; the median is reported (default 3)")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench-batch")
     ap.add_argument("--out", type=Path, default=REPO / "bench-batch.json")
     ap.add_argument("--keep", action="store_true", help="reuse the corpus of an earlier run")
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus, truth = make_corpus(args, work)
     specs = [r.strip() for r in args.runs.split(",") if r.strip()]
     small = [spec for spec in specs if int(spec.partition(":")[2] or args.pages) <= 20]
-    order = [spec for spec in specs if spec not in small] + small * max(1, args.repeat_small)
+    large = [spec for spec in specs if spec not in small]
+    order = large * max(1, args.repeat_large) + small * max(1, args.repeat_small)
     attempts: dict[str, list[dict[str, Any]]] = {}
     for spec in order:
         executor, _, size = spec.partition(":")
