@@ -198,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     large = [spec for spec in specs if spec not in small]
     order = large * max(1, args.repeat_large) + small * max(1, args.repeat_small)
     attempts: dict[str, list[dict[str, Any]]] = {}
+    shutil.rmtree(work / "runs", ignore_errors=True)
     for spec in order:
         executor, _, size = spec.partition(":")
         folder = work / "pages" / spec.replace(":", "-")
         pages = subset(corpus, truth, int(size or args.pages), folder)
-        ledger = work / "runs" / spec.replace(":", "-") / "ledger.csv"
-        shutil.rmtree(ledger.parent, ignore_errors=True)
+        # a fresh folder per attempt: removing the last attempt's thousands of crops right before a run
+        # made the file system slow to create this one's (up to 5 % of a 100-page run)
+        ledger = work / "runs" / spec.replace(":", "-") / f"attempt-{len(attempts.get(spec, [])) + 1}" / "ledger.csv"
+        os.sync()  # the last attempt's writes reach the disk before the clock starts
         cmd = [str(BIN), "process", str(folder), "--ledger", str(ledger), "--workers", str(args.workers),
                "--executor", executor, "-q"]
         got = timed_command(cmd, ledger.parent / "process.log")
