@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-cells", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--calibrate-only", action="store_true")
-    # measured: +3 points of codes accepted at the same error, for twice the time per cell: off by default
+    # off by default: on the three nets, 80.3 % accepted at 0.47 % error against 80.7 % without (2026-11-30)
     parser.add_argument("--tta", action="store_true", help="read patches with test-time augmentation")
     parser.add_argument("--int8", action="store_true", help="ship the graph quantized to int8 (half the time)")
     parser.add_argument("--out", type=Path, default=OUT)
