@@ -275,3 +275,28 @@ def test_mnist_idx_tarball_is_read_and_checked_and_duplicates_are_dropped(tmp_pa
     keep = bd.unseen(x, generator)
     assert 22 not in keep and 14 not in keep and 12 in keep
     assert len(keep) == 28
+
+
+def test_model_without_onnxruntime_says_what_to_install(monkeypatch):
+    """The digit model needs onnxruntime: without it the worker stops with a hint, not a wrong reading."""
+    import sys
+
+    from scan_pipeline.errors import MissingDependencyError
+
+    blob = (dg.importlib.resources.files("scan_pipeline") / "data" / dg.MODEL_FILE).read_bytes()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(MissingDependencyError, match="onnxruntime") as info:
+        dg.model_from_bytes(blob)
+    assert "make install" in (info.value.hint or "")
+
+
+def test_bundled_model_reads_a_batch_row_by_row():
+    """Each patch of a batch gets its own probabilities, as when read alone (the int8 graph included)."""
+    rng = np.random.default_rng(3)
+    patches = (rng.random((7, dg.SIZE, dg.SIZE)) > 0.8).astype(np.float32)
+    model = dg.load_model()
+    together = model.log_proba(patches)
+    alone = np.concatenate([model.log_proba(p[None]) for p in patches])
+    assert together.shape == (7, dg.N_CLASSES)
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    assert len({tuple(np.round(row, 3)) for row in together}) > 1
