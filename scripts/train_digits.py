@@ -521,49 +521,65 @@ def calibration_cases(holdout, n: int, seed: int):
 MAX_ERROR = 0.005  # the target error among accepted codes; the recommended threshold is the lowest that keeps it
 
 
-def calibrate(model: dg.DigitModel, holdout, n: int, seed: int, report_share: float = 0.25) -> tuple[dict, dict]:
-    """Fit the map from decoder evidence to P(code right) on cells written with half the held-out digits,
-    report on cells written with the other half.
+def fit_calibration(feats: np.ndarray, right: np.ndarray, lz: np.ndarray, sel: np.ndarray) -> dict:
+    """The isotonic maps from decoder log-odds to P(code right), fitted on the cells `sel`: one for codes
+    read from 5 digits, one for codes read from 4 as a dropped leading zero."""
+    calib: dict = {"feature": "log posterior margin", "n": int(sel.sum())}
+    calib["x"], calib["y"] = isotonic(feats[sel & ~lz], right[sel & ~lz])
+    kx, ky = isotonic(feats[sel & lz], right[sel & lz])
+    calib["leading_zero"] = {"x": kx, "y": ky, "n": int((sel & lz).sum())}
+    return calib
 
-    Two maps: one for codes read from 5 digits and one for codes read from 4 as a dropped leading
-    zero, which are wrong far more often at the same log-odds. The report applies the decisions of
-    `postal.decide` (a corrected code needs accept_corrected_confidence), so that its accept rate and
-    error are those of the threshold in the config."""
+
+def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, dict]:
+    """Fit the map from decoder evidence to P(code right), and report what each threshold accepts and
+    how often it is wrong, never on a digit image the map was fitted on.
+
+    Two folds: half the cells are written with one half of the held-out digits, half with the other;
+    a map fitted on either half's cells is reported on the other's, and the two reports are pooled, so
+    every held-out digit is in the report (one split alone left the error at a threshold to a few
+    ambiguous images, each written in several cells). The shipped map is fitted on all the cells.
+    Codes read from 4 digits as a dropped leading zero, wrong far more often at the same log-odds,
+    have a map of their own. The report applies the decisions of `postal.decide` (a corrected code
+    needs accept_corrected_confidence), so that its accept rate and error are those of the threshold
+    in the config."""
     from scan_pipeline import postal
     from scan_pipeline.config import load_config
 
-    # the report cells are written with other held-out digits than the fitting cells
     images, labels = holdout
     part = np.arange(len(labels)) % 2 == 1
-    n_report = int(n * report_share)
-    cases = (calibration_cases((images[~part], labels[~part]), n - n_report, seed)
-             + calibration_cases((images[part], labels[part]), n_report, seed + 1))
+    half = n // 2
+    cases = (calibration_cases((images[~part], labels[~part]), half, seed)
+             + calibration_cases((images[part], labels[part]), n - half, seed + 1))
     plist = postal.load_postal_list()
     evidence = [postal.read_digits_evidence(crop, model, plist) for *_, crop in cases]
     feats = np.array([ev.score if ev is not None else -1.0 for ev in evidence])
     right = np.array([ev is not None and ev.best == code for (_, code, _, _), ev in zip(cases, evidence)], float)
     lz = np.array([ev is not None and ev.leading_zero for ev in evidence])
-    fit = np.arange(len(cases)) < n - n_report
-    calib: dict = {"feature": "log posterior margin", "n": int(fit.sum())}
-    calib["x"], calib["y"] = isotonic(feats[fit & ~lz], right[fit & ~lz])
-    kx, ky = isotonic(feats[fit & lz], right[fit & lz])
-    calib["leading_zero"] = {"x": kx, "y": ky, "n": int((fit & lz).sum())}
+    first = np.arange(len(cases)) < half
+    folds = [(fit_calibration(feats, right, lz, first), ~first), (fit_calibration(feats, right, lz, ~first), first)]
     config = load_config().postal
-    report: dict = {"cells": int((~fit).sum()), "exact": round(float(right[~fit].mean()), 4), "thresholds": {}}
+    report: dict = {"cells": len(cases), "folds": 2, "exact": round(float(right.mean()), 4), "thresholds": {}}
     recommended = None
     for t in (0.9, 0.92, 0.93, 0.94, 0.95, 0.955, 0.96, 0.965, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995):
         cfg = replace(config, accept_confidence=t,
                       accept_corrected_confidence=max(t, config.accept_corrected_confidence))
-        bands = np.array([postal.decide(ev, postal.calibrated(ev.score, calib, ev.leading_zero), plist, cfg).band
-                          if ev is not None else "reject" for ev, f in zip(evidence, fit) if not f])
-        acc = bands == "accept"
-        err = float(1 - right[~fit][acc].mean()) if acc.any() else 0.0
-        report["thresholds"][str(t)] = {"accepted": round(float(acc.mean()), 4), "error_among_accepted": round(err, 4),
-                                        "errors": int((right[~fit][acc] == 0).sum())}
+        accepted = np.zeros(len(cases), bool)
+        for calib, rest in folds:
+            for i in np.flatnonzero(rest):
+                ev = evidence[i]
+                accepted[i] = ev is not None and postal.decide(
+                    ev, postal.calibrated(ev.score, calib, ev.leading_zero), plist, cfg).band == "accept"
+        err = float(1 - right[accepted].mean()) if accepted.any() else 0.0
+        report["thresholds"][str(t)] = {
+            "accepted": round(float(accepted.mean()), 4), "error_among_accepted": round(err, 4),
+            "errors": int((right[accepted] == 0).sum()),
+            "by_fold": [{"accepted": round(float(accepted[rest].mean()), 4),
+                         "errors": int((right[accepted & rest] == 0).sum())} for _, rest in folds]}
         if recommended is None and err <= MAX_ERROR:
             recommended = t
     report["recommended_accept_confidence"] = recommended
-    return calib, report
+    return fit_calibration(feats, right, lz, np.ones(len(cases), bool)), report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -672,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx_bytes = bytes(np.load(io.BytesIO(blob))["onnx"])
     save(args.out, onnx_bytes, calib, meta)
     dg.load_model.cache_clear()
-    print("calibration (fitted on cells of half the held-out digits, reported on cells of the other half):")
+    print("calibration (two folds: fitted on the cells of one half of the held-out digits, reported on the other's):")
     print(json.dumps(report, indent=1))
     print(f"written {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
