@@ -9,8 +9,8 @@
 2. Times the whole command `scan-pipeline process PAGES --ledger L --workers W --executor E -q` of
    each run (wall clock, start-up included: a fresh ledger each time), sampling every process of the
    command in /proc four times a second for its peak resident memory. Every run is repeated and its
-   median reported, with every attempt in --out: the machine's noise moves a 100-page run by up to
-   ±5 % from one attempt to the next. Runs of more than 20 pages are made --repeat-large times, one
+   median reported, with every attempt in --out: the machine's noise moves a 100-page run by about
+   ±1 % from one attempt to the next. Runs of more than 20 pages are made --repeat-large times, one
    after another; shorter ones --repeat-small times, taking turns (local, dask, local, dask...);
    the Dask executor's pages per minute against the local pool's is printed for the same size.
 3. Times `tesseract PAGE - -l fra` on --tesseract-pages of the same pages, spread over the batch
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = work / "pages" / spec.replace(":", "-")
         pages = subset(corpus, truth, int(size or args.pages), folder)
         # a fresh folder per attempt: removing the last attempt's thousands of crops right before a run
-        # made the file system slow to create this one's (up to 5 % of a 100-page run)
+        # made the file system slow to create this one's (up to 12 % of a 100-page run)
         ledger = work / "runs" / spec.replace(":", "-") / f"attempt-{len(attempts.get(spec, [])) + 1}" / "ledger.csv"
         os.sync()  # the last attempt's writes reach the disk before the clock starts
         cmd = [str(BIN), "process", str(folder), "--ledger", str(ledger), "--workers", str(args.workers),
