@@ -134,6 +134,10 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
     edge = max(3, int(0.15 * w))
     out: list[tuple[float, float, float]] = []
     padded = np.vstack([np.zeros((4, w), np.uint8), ink, np.zeros((4, w), np.uint8)])
+    rows = np.arange(h + 8)[:, None]
+    # per pixel, the nearest paper row above and below in its column: where a vertical run of ink ends
+    paper_above = np.maximum.accumulate(np.where(padded == 0, rows, -1), axis=0)
+    paper_below = np.minimum.accumulate(np.where(padded == 0, rows, h + 8)[::-1], axis=0)[::-1]
     for rho, theta in found[:12, 0]:
         s, c = float(np.sin(theta)), float(np.cos(theta))
         if abs(s) < 1e-3:
@@ -146,29 +150,27 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
         # (the pipeline whitens a few columns at the crop's edges: the ends need not be fully covered)
         if near.mean() < 0.7 or near[:edge].mean() < 0.45 or near[-edge:].mean() < 0.45:
             continue
-        # refit on the columns where the line is alone: the centre and length of its ink run
-        cols, centres, lengths = [], [], []
-        for x in np.flatnonzero(near):
-            col = padded[:, x]
-            y0 = int(yi[x]) + 4
-            hit = next((y0 + d for d in (0, -1, 1, -2, 2) if 0 <= y0 + d < h + 8 and col[y0 + d]), None)
-            if hit is None:
-                continue
-            a = hit
-            while a > 0 and col[a - 1]:
-                a -= 1
-            b = hit
-            while b < h + 7 and col[b + 1]:
-                b += 1
-            cols.append(x)
-            centres.append((a + b) / 2 - 4)
-            lengths.append(b - a + 1)
-        lengths_a = np.asarray(lengths, np.float64)
+        # refit on the columns where the line is alone: the centre and length of its ink run (the run
+        # met first at the line's row, then one and two rows off it)
+        cols = np.flatnonzero(near)
+        y0 = yi[cols] + 4
+        hit = np.full(len(cols), -1, np.int64)
+        for d in (0, -1, 1, -2, 2):
+            y = y0 + d
+            inside = (y >= 0) & (y < h + 8)
+            inked = (hit < 0) & inside
+            inked[inked] = padded[y[inked], cols[inked]] > 0
+            hit[inked] = y[inked]
+        cols, hit = cols[hit >= 0], hit[hit >= 0]
+        a = paper_above[hit, cols] + 1
+        b = paper_below[hit, cols] - 1
+        centres = (a + b) / 2 - 4
+        lengths_a = (b - a + 1).astype(np.float64)
         t = float(np.median(lengths_a))
         alone = lengths_a <= t + 1
         if alone.sum() < 0.4 * w or t > 0.25 * h:
             continue
-        slope, y_at_0 = np.polyfit(np.asarray(cols)[alone], np.asarray(centres)[alone], 1)
+        slope, y_at_0 = np.polyfit(cols[alone], centres[alone], 1)
         if any(abs(y_at_0 - o[0]) < 2 * t + 2 and abs(y_at_0 + slope * w - o[0] - o[1] * w) < 2 * t + 2
                for o in out):
             continue  # the same line again
