@@ -38,7 +38,7 @@ digit is in it, else "not one digit". So the model learns the pieces it will be 
 The model: small CNNs (3 conv layers with batch norm, 0.43 M parameters at width 16, 0.9 M at width 32;
 the bundled one is the mean of the three above, 2.7 M parameters) exported to ONNX as one graph, then
 quantized (--int8: 8-bit activations, 7-bit weights, static, per channel, activation ranges from 3,000
-training patches; 2.3 MB, half the time per cell, the same exact and accept rates within 1.5 points);
+training patches; 2.0 MB, half the time per cell, the same exact and accept rates within 1.5 points);
 runtime needs no torch.
 Elastic distortion (Simard et al.) of 80 % of the glyphs, up to 1.6 MNIST pixels of displacement, took
 the held-out digits from 99.0 to 99.2 % (one net, on the previous 6,600 training digits).
