@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             "engine": ("CNN (3 conv with batch norm + 2 dense, 11 classes) exported to ONNX opset 17"
                        + (f"; mean probabilities of {len(args.members)} such nets trained apart (one graph)"
                           if args.members else "")
-                       + ("; quantized to int8 (static, per channel)" if args.int8 else "")),
+                       + ("; quantized: 8-bit activations, 7-bit weights (static, per channel)" if args.int8 else "")),
             "members": [str(p.name) for p in args.members] if args.members else [],
             "parameters": int(sum(p.numel() for p in net.parameters())),
             "trained_on": f"{len(ty)} MNIST training-part digits (build_digits.training_digits() minus the "
