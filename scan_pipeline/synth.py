@@ -210,9 +210,11 @@ def _place(canvas: np.ndarray, box: Box, mask: np.ndarray, rng: np.random.Genera
 
 
 def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Generator,
-                 ink: tuple[int, int, int]) -> None:
-    """Write a postal code with real handwritten digit images (MNIST, generator part)."""
+                 ink: tuple[int, int, int]) -> list[int]:
+    """Write a postal code with real handwritten digit images (MNIST, generator part). Returns the
+    index in `_digits()` of each digit image written, in order (benchmarks trace errors to images)."""
     images, labels = _digits()
+    used: list[int] = []
     h = int(box.height * rng.uniform(0.5, 0.72))
     x = box.x0 + int(box.width * rng.uniform(0.04, 0.15))
     gap_base = rng.uniform(0.0, 0.3)
@@ -222,7 +224,8 @@ def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Gene
             parts.append(None)
             continue
         pool = np.flatnonzero(labels == int(ch))
-        digit = images[rng.choice(pool)].astype(np.float32) / 255.0
+        used.append(int(rng.choice(pool)))
+        digit = images[used[-1]].astype(np.float32) / 255.0
         ys, xs = np.nonzero(digit > 0.2)
         digit = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         w = max(2, int(digit.shape[1] * h / digit.shape[0]))
@@ -241,6 +244,7 @@ def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Gene
         y = box.y0 + (box.height - part.shape[0]) // 2 + int(rng.normal(0, box.height * 0.04))
         _blend(canvas, part, x, y, ink)
         x += part.shape[1] + int(h * (gap_base + rng.uniform(-0.08, 0.12)) * 0.5)
+    return used
 
 
 def write_signature(canvas: np.ndarray, box: Box, rng: np.random.Generator, ink: tuple[int, int, int],

@@ -9,7 +9,8 @@ with the margin `cells.cut_row` keeps) written with `synth.write_digits`, i.e. w
 resolution, a strike-through line, thin gaps where a ruled line was whitened). Every code is drawn
 from the real list, written with the writer's habits of the sample generator (a space after the
 departement, a dropped leading zero). Prints exact rate, accept rate, error among accepted, time
-per cell on one core and the reliability table; writes the figures to --out.
+per cell on one core, the reliability table and the digit images behind the accepted errors;
+writes the figures to --out.
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ def written_code(code: str, rng: np.random.Generator) -> str:
 
 def make_cell(written: str, rng: np.random.Generator, variant: str) -> np.ndarray:
     """A gray postal cell crop as `cells.cut_row` gives it, with `written` in it."""
+    return traced_cell(written, rng, variant)[0]
+
+
+def traced_cell(written: str, rng: np.random.Generator, variant: str) -> tuple[np.ndarray, list[int]]:
+    """make_cell, and the index of each digit image written in it (in `synth._digits()`)."""
     cell_h = int(rng.integers(40, 111))
     cell_w = int(cell_h * rng.uniform(2.6, 4.6))
     margin = int(cell_h * 0.12)
     canvas = np.full((cell_h + 2 * margin, cell_w + 2 * margin, 3), 255, np.uint8)
     box = Box(margin, margin, margin + cell_w, margin + cell_h)
     ink = synth.INKS[int(rng.integers(len(synth.INKS)))]
-    synth.write_digits(canvas, box, written, rng, ink)
+    used = synth.write_digits(canvas, box, written, rng, ink)
     gray = cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray = gray * rng.uniform(0.92, 1.0)  # paper tint
     if variant == "struck":
@@ -85,20 +91,37 @@ def make_cell(written: str, rng: np.random.Generator, variant: str) -> np.ndarra
     if variant == "jpeg":
         ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 80))])
         gray = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    return gray
+    return gray, used
 
 
 def generated_cases(n: int, seed: int) -> list[tuple[str, str, str, np.ndarray]]:
     """(variant, code, written, crop) for n cells."""
+    return generated_cases_traced(n, seed)[0]
+
+
+def generated_cases_traced(n: int, seed: int) -> tuple[list[tuple[str, str, str, np.ndarray]], list[list[int]]]:
+    """generated_cases, and the digit images written in each cell (indices in `synth._digits()`)."""
     rng = np.random.default_rng(seed)
     codes = load_postal_list().codes
-    out = []
+    out, images = [], []
     for k in range(n):
         variant = VARIANTS[k % len(VARIANTS)]
         code = codes[int(rng.integers(len(codes)))]
         written = written_code(code, rng)
-        out.append((variant, code, written, make_cell(written, rng, variant)))
-    return out
+        crop, used = traced_cell(written, rng, variant)
+        out.append((variant, code, written, crop))
+        images.append(used)
+    return out, images
+
+
+def misread_images(code: str, written: str, read: str, used: list[int]) -> list[int]:
+    """The digit images of a cell read as another code, by position: `written` is `code` as the writer
+    wrote it (a space, a dropped leading zero), `used` the image of each of its digits."""
+    digits = written.replace(" ", "")
+    if len(read) != 5 or len(digits) != len(used):
+        return []
+    off = len(code) - len(digits)
+    return [img for j, (ch, img) in enumerate(zip(digits, used)) if read[j + off] != ch]
 
 
 def pipeline_cases(corpus: Path, ledger: Path) -> list[tuple[str, str, str, np.ndarray]]:
@@ -127,7 +150,9 @@ def pipeline_cases(corpus: Path, ledger: Path) -> list[tuple[str, str, str, np.n
     return out
 
 
-def evaluate(cases, thresholds=None) -> dict:
+def evaluate(cases, images: list[list[int]] | None = None) -> dict:
+    """The figures of reading `cases`; with `images` (generated cells), the accepted errors are traced
+    to the digit images misread, as a few images can make most of them."""
     plist = load_postal_list()
     config = load_config().postal
     rows = []
@@ -172,7 +197,19 @@ def evaluate(cases, thresholds=None) -> dict:
         "by_group": groups,
         "examples_wrong": [{"truth": r[1], "written": r[6], "read": r[2], "raw": r[5], "band": r[3],
                             "confidence": round(r[4], 4)} for r in rows if r[1] != r[2]][:25],
+        **({"accepted_errors_by_image": _errors_by_image(rows, acc & ~right, images)} if images else {}),
     }
+
+
+def _errors_by_image(rows, wrong: np.ndarray, images: list[list[int]]) -> list[dict]:
+    """The generator digit images misread in the accepted errors, most often first."""
+    _, labels = synth._digits()
+    count: dict[int, int] = {}
+    for i in np.flatnonzero(wrong):
+        for img in misread_images(rows[i][1], rows[i][6], rows[i][2], images[i]):
+            count[img] = count.get(img, 0) + 1
+    return [{"image": img, "label": int(labels[img]), "accepted_errors": n}
+            for img, n in sorted(count.items(), key=lambda t: (-t[1], t[0]))]
 
 
 def show(title: str, res: dict) -> None:
@@ -185,6 +222,10 @@ def show(title: str, res: dict) -> None:
     print("reliability:  bin              n     mean conf  accuracy")
     for b in res["reliability"]:
         print(f"              {b['bin']:16s} {b['n']:5d}   {b['mean_confidence']:.4f}    {b['accuracy']:.4f}")
+    if res.get("accepted_errors_by_image"):
+        by_image = res["accepted_errors_by_image"]
+        print(f"accepted errors by digit image: {len(by_image)} images;", ", ".join(
+            f"#{b['image']} (a {b['label']}) {b['accepted_errors']}" for b in by_image[:5]))
     print("by group:", ", ".join(f"{g} {v['exact']:.3f}/{v['accepted']:.3f}/{v['error_among_accepted']:.3f}"
                                  for g, v in res["by_group"].items()), "(exact/accepted/error among accepted)")
 
@@ -205,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         model = digits.model_from_bytes(args.model.read_bytes())
         digits.load_model = lambda: model  # read_postal looks it up at each call
     digits.load_model()  # loading is once per worker, not per cell: keep it out of the timing
-    results = {"generated": evaluate(generated_cases(args.cells, args.seed))}
+    results = {"generated": evaluate(*generated_cases_traced(args.cells, args.seed))}
     show("generated cells", results["generated"])
     if args.corpus and args.ledger:
         results["pipeline_crops"] = evaluate(pipeline_cases(args.corpus, args.ledger))

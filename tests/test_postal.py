@@ -446,6 +446,28 @@ def test_read_postal_on_generated_cells(plist: PostalList) -> None:
     assert right >= 9
 
 
+def test_bench_traces_a_misread_code_to_the_digit_images_written(plist: PostalList) -> None:
+    import sys
+    from pathlib import Path
+
+    from scan_pipeline import synth
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_postal import generated_cases, generated_cases_traced, misread_images
+
+    cases, images = generated_cases_traced(12, 3)
+    _, labels = synth._digits()
+    for (_, _, written, _), used in zip(cases, images):
+        assert [int(labels[i]) for i in used] == [int(ch) for ch in written.replace(" ", "")]
+    # the same cells as without tracing: the calibration and the bench draw them alike
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(cases, generated_cases(12, 3)))
+    # by position, a space and a dropped leading zero taken into account
+    assert misread_images("75011", "75 011", "75017", [1, 2, 3, 4, 5]) == [5]
+    assert misread_images("01000", "1000", "07000", [6, 7, 8, 9]) == [6]
+    assert misread_images("01000", "1000", "01000", [6, 7, 8, 9]) == []
+    assert misread_images("75011", "75011", "", [1, 2, 3, 4, 5]) == []  # no code read: nothing to trace
+
+
 def test_commune_written_instead_of_code(plist: PostalList) -> None:
     d = decode_postal_text("Bourg en Bresse", 0.9, plist)
     assert d.value == "01000" and d.band == "review" and "postal_from_commune" in d.flags
