@@ -35,6 +35,8 @@ N_CLASSES = 11
 MAX_ATOMS_PER_SEGMENT = 4
 MAX_SEGMENT_WIDTH = 1.35  # in text heights
 MAX_INNER_GAP = 0.45  # a blank wider than this share of the text height is never inside one digit
+LOOP_MIN_PX = 6  # enclosed paper smaller than this (pixels, or share of the squared text height) is a pinhole
+LOOP_MIN_SHARE = 0.004
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,7 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
     edge = max(3, int(0.15 * w))
     out: list[tuple[float, float, float]] = []
     padded = np.vstack([np.zeros((4, w), np.uint8), ink, np.zeros((4, w), np.uint8)])
-    rows = np.arange(h + 8)[:, None]
-    # per pixel, the nearest paper row above and below in its column: where a vertical run of ink ends
-    paper_above = np.maximum.accumulate(np.where(padded == 0, rows, -1), axis=0)
-    paper_below = np.minimum.accumulate(np.where(padded == 0, rows, h + 8)[::-1], axis=0)[::-1]
+    ends: list[np.ndarray] = []  # built for the first candidate that covers the cell (most never do)
     for rho, theta in found[:12, 0]:
         s, c = float(np.sin(theta)), float(np.cos(theta))
         if abs(s) < 1e-3:
@@ -162,8 +161,12 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
             inked[inked] = padded[y[inked], cols[inked]] > 0
             hit[inked] = y[inked]
         cols, hit = cols[hit >= 0], hit[hit >= 0]
-        a = paper_above[hit, cols] + 1
-        b = paper_below[hit, cols] - 1
+        if not ends:  # per pixel, the nearest paper row above and below in its column: a run's ends
+            rows = np.arange(h + 8)[:, None]
+            ends.append(np.maximum.accumulate(np.where(padded == 0, rows, -1), axis=0))
+            ends.append(np.minimum.accumulate(np.where(padded == 0, rows, h + 8)[::-1], axis=0)[::-1])
+        a = ends[0][hit, cols] + 1
+        b = ends[1][hit, cols] - 1
         centres = (a + b) / 2 - 4
         lengths_a = (b - a + 1).astype(np.float64)
         t = float(np.median(lengths_a))
@@ -204,6 +207,18 @@ def _remove_strike_lines(ink: np.ndarray, lines: list[tuple[float, float, float]
     out = ink.copy()
     out[on] = np.where(touches[ids] & ~beyond[ids], 0, 1).astype(np.uint8)
     return out
+
+
+def _loops(ink: np.ndarray, min_area: float) -> np.ndarray:
+    """Paper wholly enclosed by ink (the inside of a 0, 6, 8 or 9), at least `min_area` pixels: healing
+    may fill it, but the patches must not show it filled (a narrow 0 drawn solid is read as a 1). A
+    whitened rule's gap reaches the cell's edge, so it is no loop; a pinhole in a stroke is too small."""
+    n, labels = cv2.connectedComponents(1 - ink, connectivity=4)
+    edge = np.zeros(n, bool)
+    edge[labels[0]] = edge[labels[-1]] = edge[labels[:, 0]] = edge[labels[:, -1]] = True
+    loop = ~edge & (np.bincount(labels.ravel(), minlength=n) >= min_area)
+    loop[0] = False  # label 0 is the ink itself
+    return loop[labels]
 
 
 def _text_band(stats: np.ndarray, h: int) -> tuple[float, float]:
@@ -269,8 +284,10 @@ def segment(crop: np.ndarray, *, heal: bool = True) -> Segmentation | None:
     top, bot = _text_band(stats[1:], h)
     text_h = max(6.0, bot - top)
     ink = _remove_long_lines(ink, text_h)
+    loops = None
     if heal:  # close the thin gaps left where a ruled line crossing a digit was whitened
         k = max(2, int(round(0.07 * text_h)))
+        loops = _loops(ink, max(LOOP_MIN_PX, LOOP_MIN_SHARE * text_h * text_h))
         ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
         ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
@@ -324,6 +341,8 @@ def segment(crop: np.ndarray, *, heal: bool = True) -> Segmentation | None:
             boxes.append((int(xs[sel].min()), int(ys[sel].min()), int(xs[sel].max()) + 1, int(ys[sel].max()) + 1))
     if not boxes:
         return None
+    if loops is not None:  # the pieces are cut from the closed ink, but drawn with their loops open
+        atoms[loops] = -1
     segments = []
     for i in range(len(boxes)):
         for j in range(i + 1, min(len(boxes), i + MAX_ATOMS_PER_SEGMENT) + 1):

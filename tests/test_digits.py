@@ -118,6 +118,33 @@ def test_a_whitened_rule_through_the_digits_is_healed() -> None:
     assert all(b[1] < rows[0] + 3 and b[3] > rows[-1] - 3 for b in seg.atom_boxes)
 
 
+def test_a_narrow_zero_keeps_its_loop_open() -> None:
+    """Healing closes gaps of a few pixels; the inside of a narrow 0 is one, but it is paper enclosed
+    by ink: the pieces are cut from the closed ink, and drawn with the loop open (closed solid, the 0
+    would be read as a 1)."""
+    crop = np.full((80, 200), 255, np.uint8)
+    cv2.putText(crop, "75", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 0, 4, cv2.LINE_AA)
+    cv2.ellipse(crop, (120, 40), (3, 20), 0, 0, 360, 0, 3)  # a 0 with a loop 1 pixel wide
+    ink = dg.ink_mask(crop)
+    closed = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, np.ones((1, 3), np.uint8))
+    assert closed[40, 120] == 1 and dg._loops(ink, 6)[40, 120]  # closing alone fills it
+    seg = dg.segment(crop)
+    assert seg is not None and seg.n_atoms == 3
+    zero = next(k for k, b in enumerate(seg.atom_boxes) if b[0] <= 120 < b[2])
+    assert seg.atoms[40, 120] == -1 and seg.atoms[40, 117] == zero
+    patch = seg.patches[seg.segments.index((zero, zero + 1))]
+    assert patch[10:18, 13:15].max() < 0.8 < patch[10:18, 11:13].min()  # the loop shows in the patch read
+    # a pinhole in a thick stroke is too small to be a loop, and a gap reaching the cell's edge is none
+    blot = np.zeros((20, 20), np.uint8)
+    blot[5:15, 5:15] = 1
+    blot[9, 9] = 0
+    blot[:, 12] = 0  # a whitened rule's gap through the whole cell
+    assert not dg._loops(blot, 6).any()
+    blot[:, 12] = 1
+    blot[8:11, 8:11] = 0
+    assert dg._loops(blot, 6).sum() == 9
+
+
 def test_neighbouring_digits_are_not_joined_by_healing() -> None:
     ink = dg.ink_mask(_string("13300", gap=0.04, thickness=3))
     assert np.array_equal(dg._heal_whitened_rows(ink), ink)
