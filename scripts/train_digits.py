@@ -574,11 +574,43 @@ def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def calibration_cases(holdout, n: int, seed: int):
-    """Cells written by synth.write_digits with the HELD-OUT training digits (not the generator part)."""
+    """Cells written by synth.write_digits with the HELD-OUT training digits (not the generator part),
+    and the index in `holdout` of each digit image written in each cell."""
     import bench_postal
 
     with mock.patch.object(synth, "_digits", lambda: holdout):
-        return bench_postal.generated_cases(n, seed)
+        return bench_postal.generated_cases_traced(n, seed)
+
+
+def errors_by_image(cases, evidence, used: list[list[int]], wrong: np.ndarray, n_images: int) -> tuple[np.ndarray, int]:
+    """The wrong cells `wrong` shared among the digit images they misread (a cell with two misread
+    images gives each half an error), and the number of wrong cells that name no misread image (no
+    reading, or digits missed or added)."""
+    from bench_postal import misread_images
+
+    out = np.zeros(n_images)
+    unattributed = 0
+    for i in np.flatnonzero(wrong):
+        (_, code, written, _), ev = cases[i], evidence[i]
+        misread = misread_images(code, written, ev.best, used[i]) if ev is not None else []
+        if misread:
+            np.add.at(out, misread, 1.0 / len(misread))
+        else:
+            unattributed += 1
+    return out, unattributed
+
+
+def error_interval(errors_by_image: np.ndarray, unattributed: int, accepted: int, seed: int = 0,
+                   draws: int = 2000) -> tuple[float, float]:
+    """90 % interval of the error among accepted codes when the held-out digit images are drawn again:
+    a few ambiguous images make most errors (each is written in ~9 cells), so the images, not the
+    cells, are the unit. Each image's errors count Poisson(1) times per draw (errors no image explains
+    count as one more such unit each); the accepted count, large and spread over all images, is kept."""
+    rng = np.random.default_rng(seed)
+    units = np.concatenate([errors_by_image[errors_by_image > 0], np.ones(unattributed)])
+    totals = rng.poisson(1.0, (draws, len(units))) @ units
+    lo, hi = np.quantile(totals, [0.05, 0.95]) / max(accepted, 1)
+    return round(float(lo), 4), round(float(hi), 4)
 
 
 MAX_ERROR = 0.005  # the target error among accepted codes; the recommended threshold is the lowest that keeps it
@@ -605,15 +637,19 @@ def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, d
     Codes read from 4 digits as a dropped leading zero, wrong far more often at the same log-odds,
     have a map of their own. The report applies the decisions of `postal.decide` (a corrected code
     needs accept_corrected_confidence), so that its accept rate and error are those of the threshold
-    in the config."""
+    in the config. Each threshold's error comes with a 90 % interval over the held-out images
+    (`error_interval`), as a few images make most of the errors."""
     from scan_pipeline import postal
     from scan_pipeline.config import load_config
 
     images, labels = without_mislabelled(holdout)
     part = np.arange(len(labels)) % 2 == 1
     half = n // 2
-    cases = (calibration_cases((images[~part], labels[~part]), half, seed)
-             + calibration_cases((images[part], labels[part]), n - half, seed + 1))
+    first_cases, first_used = calibration_cases((images[~part], labels[~part]), half, seed)
+    second_cases, second_used = calibration_cases((images[part], labels[part]), n - half, seed + 1)
+    cases = first_cases + second_cases
+    used = ([np.flatnonzero(~part)[u].tolist() for u in first_used]  # indices in `images`
+            + [np.flatnonzero(part)[u].tolist() for u in second_used])
     plist = postal.load_postal_list()
     evidence = [postal.read_digits_evidence(crop, model, plist) for *_, crop in cases]
     feats = np.array([ev.score if ev is not None else -1.0 for ev in evidence])
@@ -636,9 +672,12 @@ def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, d
                 accepted[i] = ev is not None and postal.decide(
                     ev, postal.calibrated(ev.score, calib, ev.leading_zero), plist, cfg).band == "accept"
         err = float(1 - right[accepted].mean()) if accepted.any() else 0.0
+        by_image, unattributed = errors_by_image(cases, evidence, used, accepted & (right == 0), len(labels))
         report["thresholds"][str(t)] = {
             "accepted": round(float(accepted.mean()), 4), "error_among_accepted": round(err, 4),
             "errors": int((right[accepted] == 0).sum()),
+            "error_interval_90": error_interval(by_image, unattributed, int(accepted.sum())),
+            "images_in_errors": int((by_image > 0).sum()),
             "by_fold": [{"accepted": round(float(accepted[rest].mean()), 4),
                          "errors": int((right[accepted & rest] == 0).sum())} for _, rest in folds]}
         if recommended is None and err <= MAX_ERROR:

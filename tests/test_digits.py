@@ -347,3 +347,27 @@ def test_mislabelled_heldout_digits_are_left_out_of_calibration_only_when_found_
         td.without_mislabelled((images, labels))
     with pytest.raises(ValueError, match="MISLABELLED"):
         td.without_mislabelled((np.delete(images, 1, axis=0), np.delete(labels, 1)))
+
+
+def test_calibration_errors_are_traced_to_images_and_given_an_interval_over_images() -> None:
+    _build_digits()
+    import types
+
+    import train_digits as td
+
+    cases = [("clean", "75011", "75011", None), ("clean", "01000", "1000", None),
+             ("clean", "33000", "33000", None), ("clean", "44000", "44000", None)]
+    evidence = [types.SimpleNamespace(best=b) for b in ("75017", "01600", "33000", "45100")]
+    used = [[10, 11, 12, 13, 14], [20, 21, 22, 23], [0, 1, 2, 3, 4], [30, 31, 32, 33, 34]]
+    wrong = np.array([True, True, False, True])
+    by_image, unattributed = td.errors_by_image(cases, evidence, used, wrong, 40)
+    assert by_image[14] == 1.0 and by_image[21] == 1.0  # the 1 misread 7; the dropped zero's 0 read 6
+    assert by_image[31] == by_image[32] == 0.5 and by_image.sum() == 3.0 and unattributed == 0
+    evidence[0] = None  # no reading: no image to blame
+    assert td.errors_by_image(cases, evidence, used, wrong, 40)[1] == 1
+    # the same 20 errors in 1,000 accepted codes: from one image the error rate is far less certain
+    one = td.error_interval(np.array([20.0]), 0, 1000)
+    many = td.error_interval(np.ones(20), 0, 1000)
+    assert one[0] == 0.0 and one[1] >= 0.04
+    assert many[0] < 0.02 < many[1] and many[1] - many[0] < one[1] - one[0]
+    assert td.error_interval(np.zeros(5), 0, 1000) == (0.0, 0.0)
