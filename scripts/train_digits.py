@@ -603,7 +603,7 @@ def errors_by_image(cases, evidence, used: list[list[int]], wrong: np.ndarray, n
 def error_interval(errors_by_image: np.ndarray, unattributed: int, accepted: int, seed: int = 0,
                    draws: int = 2000) -> tuple[float, float]:
     """90 % interval of the error among accepted codes when the held-out digit images are drawn again:
-    a few ambiguous images make most errors (each is written in ~9 cells), so the images, not the
+    a few ambiguous images make most errors (each is written in ~23 of 32,000 cells), so the images, not the
     cells, are the unit. Each image's errors count Poisson(1) times per draw (errors no image explains
     count as one more such unit each); the accepted count, large and spread over all images, is kept."""
     rng = np.random.default_rng(seed)
