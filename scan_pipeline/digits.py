@@ -136,7 +136,7 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
     edge = max(3, int(0.15 * w))
     out: list[tuple[float, float, float]] = []
     padded = np.vstack([np.zeros((4, w), np.uint8), ink, np.zeros((4, w), np.uint8)])
-    ends: list[np.ndarray] = []  # built for the first candidate that covers the cell (most never do)
+    above = below = None  # built for the first candidate that covers the cell (most never do)
     for rho, theta in found[:12, 0]:
         s, c = float(np.sin(theta)), float(np.cos(theta))
         if abs(s) < 1e-3:
@@ -161,12 +161,12 @@ def _strike_lines(ink: np.ndarray) -> list[tuple[float, float, float]]:
             inked[inked] = padded[y[inked], cols[inked]] > 0
             hit[inked] = y[inked]
         cols, hit = cols[hit >= 0], hit[hit >= 0]
-        if not ends:  # per pixel, the nearest paper row above and below in its column: a run's ends
+        if above is None:  # per pixel, the nearest paper row above and below in its column: a run's ends
             rows = np.arange(h + 8)[:, None]
-            ends.append(np.maximum.accumulate(np.where(padded == 0, rows, -1), axis=0))
-            ends.append(np.minimum.accumulate(np.where(padded == 0, rows, h + 8)[::-1], axis=0)[::-1])
-        a = ends[0][hit, cols] + 1
-        b = ends[1][hit, cols] - 1
+            above = np.maximum.accumulate(np.where(padded == 0, rows, -1), axis=0)
+            below = np.minimum.accumulate(np.where(padded == 0, rows, h + 8)[::-1], axis=0)[::-1]
+        a = above[hit, cols] + 1
+        b = below[hit, cols] - 1
         centres = (a + b) / 2 - 4
         lengths_a = (b - a + 1).astype(np.float64)
         t = float(np.median(lengths_a))

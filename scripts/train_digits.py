@@ -648,8 +648,8 @@ def calibrate(model: dg.DigitModel, holdout, n: int, seed: int) -> tuple[dict, d
     first_cases, first_used = calibration_cases((images[~part], labels[~part]), half, seed)
     second_cases, second_used = calibration_cases((images[part], labels[part]), n - half, seed + 1)
     cases = first_cases + second_cases
-    used = ([np.flatnonzero(~part)[u].tolist() for u in first_used]  # indices in `images`
-            + [np.flatnonzero(part)[u].tolist() for u in second_used])
+    first_index, second_index = np.flatnonzero(~part), np.flatnonzero(part)  # half's index -> index in `images`
+    used = [first_index[u].tolist() for u in first_used] + [second_index[u].tolist() for u in second_used]
     plist = postal.load_postal_list()
     evidence = [postal.read_digits_evidence(crop, model, plist) for *_, crop in cases]
     feats = np.array([ev.score if ev is not None else -1.0 for ev in evidence])
