@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from . import faults
 from .config import Config, load_config
 from .errors import InputFileError, MissingDependencyError, NoInputError, OutputError, PipelineError
 from .ledger import append_page_records, append_results, read_ledger, read_page_records, utc_timestamp
-from .load import InputFile, count_pages, expand_inputs, iter_pages
+from .load import InputFile, count_pages, expand_inputs, read_pages
 from .logs import configure_logging, page_context
 from .pipeline import WorkerContext, process_page
 from .records import PageImage, PageIssue, PageRef, PageResult
 from .report import thumbnail
 from .template import Template, load_template
+from .text import printable
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,14 @@ ExecutorName = Literal["local", "dask"]
 
 @dataclass(frozen=True)
 class Failure:
-    file: str
+    file: str  # as `text.path_text` shows it
     page: int | None
     reason: str
     hint: str = ""
+
+    def __post_init__(self) -> None:  # a reason may quote a library's message: never a raw control character
+        object.__setattr__(self, "reason", printable(self.reason, keep_newlines=False))
+        object.__setattr__(self, "hint", printable(self.hint, keep_newlines=False))
 
     def __str__(self) -> str:
         where = self.file if self.page is None else f"{self.file}:page {self.page}"
@@ -70,6 +76,9 @@ class BatchReport:
     pages_skipped: int = 0
     rows_added: int = 0
     rows_read: int = 0  # non-blank rows read on the pages done
+    decisions_kept: int = 0  # --reprocess: rows read again that kept a person's decision
+    decisions_differ: int = 0  # ... of which the machine now reads otherwise (flagged)
+    decisions_unmatched: int = 0  # ... decided rows not found again (kept, flagged)
     flagged: int = 0
     duplicates: int = 0
     failures: list[Failure] = field(default_factory=list)
@@ -330,6 +339,9 @@ class _Writer:
                                      dedup_config=self.config.dedup)
             self.report.rows_added += summary.rows_added
             self.report.duplicates += summary.duplicates_marked
+            self.report.decisions_kept += summary.decisions_kept
+            self.report.decisions_differ += summary.decisions_differ
+            self.report.decisions_unmatched += summary.decisions_unmatched
         # after the ledger: a page marked done here is always in the ledger (see pages_already_done)
         append_page_records(self.ledger, self.records)
         self.results, self.records = [], []
@@ -375,14 +387,15 @@ def pages_already_done(ledger: Path) -> set[str]:
 
 def _stream(files: list[InputFile], known: set[str], report: BatchReport,
             keep_encoded: bool = False) -> Iterator[_Slot]:
-    """Every page of every file, in order, loaded lazily; load failures come as slots too."""
+    """Every page of every file, in order, loaded lazily; load failures come as slots too. A page that
+    cannot be loaded is reported and the file's next pages are still read."""
     for item in files:
-        pages = iter_pages(item, keep_encoded=keep_encoded)
+        pages = read_pages(item, keep_encoded=keep_encoded)
         while True:
             start = time.perf_counter()
             try:
                 page = next(pages, None)
-            except InputFileError as exc:
+            except InputFileError as exc:  # the file itself: none of its pages can be read
                 yield _Slot(exc.where or item.given_as, failure=Failure(item.given_as, exc.page, exc.message,
                                                                         exc.hint))
                 break
@@ -395,6 +408,10 @@ def _stream(files: list[InputFile], known: set[str], report: BatchReport,
                 break
             if page is None:
                 break
+            if isinstance(page, InputFileError):  # one page: reported, the next one is read
+                yield _Slot(page.where or item.given_as, failure=Failure(item.given_as, page.page, page.message,
+                                                                         page.hint))
+                continue
             where = f"{item.given_as}:{page.ref.page}"
             if page.ref.page_sha256 in known:
                 report.pages_skipped += 1
@@ -417,11 +434,12 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
     template = template or load_template()
     config = config or load_config()
     report = BatchReport(workers=max(1, workers), executor=executor)
-    files, missing = expand_inputs(inputs)
-    report.failures.extend(Failure(m, None, "no such file or folder", "check the path") for m in missing)
+    files, problems = expand_inputs(inputs)
+    report.failures.extend(Failure(p.where, None, p.reason, p.hint) for p in problems)
     report.files = len(files)
     if not files:
-        raise NoInputError("no input file to process" + (f" ({', '.join(missing)} not found)" if missing else ""),
+        said = "; ".join(f"{p.where}: {p.reason}" for p in problems[:5])
+        raise NoInputError("no input file to process" + (f" ({said})" if said else ""),
                            hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
     if debug_dir:
         try:
@@ -506,8 +524,10 @@ def _fill_and_consume(pool: PageExecutor, stream: Iterator[_Slot], writer: _Writ
         head.page = None
         if writer.due():
             writer.flush()
+            faults.point("batch_flushed")
         if progress:
             progress(ProgressEvent(head.where, writer.report))
+        faults.point("batch_page_done")
 
 
 def _recover(pool: PageExecutor, window: deque[_Slot], writer: _Writer) -> None:

@@ -27,9 +27,11 @@ from rich.table import Table
 from . import __version__
 from .errors import EXIT_CODE_HELP, ExitCode, PipelineError
 from .synth import FORMATS, MODES
+from .text import display_path, printable
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# no markup unless asked for: a path or a reading may hold [brackets]
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 app = typer.Typer(
     name="scan-pipeline",
@@ -63,7 +65,8 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)  # a path may hold [brackets]
+            # a path may hold [brackets] or a terminal escape: neither is ever sent raw
+            err.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", markup=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             err.print("interrupted: the ledger holds every file finished before the interruption")
@@ -168,7 +171,7 @@ def process(
         from .report import write_report
 
         write_report(report_html, report, ledger)
-        err.print(f"report:   {report_html}")
+        err.print(f"report:   {display_path(report_html)}")
     if report.failures:
         raise typer.Exit(int(ExitCode.PAGES_FAILED))
 
@@ -204,8 +207,12 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
             f"{report.pages_done} page(s) processed{rate}, {report.pages_skipped} already in the ledger, "
             f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
             f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
-    err.print(f"ledger:   {ledger}\ncrops:    {ledger.with_suffix('.crops')}/"
-              + (f"\noverlays: {debug_dir}/" if debug_dir else ""))
+    if report.decisions_kept or report.decisions_unmatched:
+        err.print(f"{report.decisions_kept + report.decisions_unmatched} reviewed row(s) kept their decision; "
+                  f"{report.decisions_differ} now read otherwise (flag row_reread_differs), "
+                  f"{report.decisions_unmatched} not found again (kept, flag row_reread_missing)")
+    err.print(f"ledger:   {display_path(ledger)}\ncrops:    {display_path(ledger.with_suffix('.crops'))}/"
+              + (f"\noverlays: {display_path(debug_dir)}/" if debug_dir else ""))
 
 
 # --- sheet ----------------------------------------------------------------------------------
@@ -222,7 +229,7 @@ def sheet_blank(
     from .template import load_template
 
     pages = write_blank_sheet(load_template(template), out_pdf, dpi)
-    err.print(f"wrote {out_pdf} ({pages} pages)")
+    err.print(f"wrote {display_path(out_pdf)} ({pages} pages)")
 
 
 @sheet_app.command("validate")
@@ -235,7 +242,7 @@ def sheet_validate(
 
     tpl = load_template(template)
     rows = _ranges(n for _, r in tpl.blocks for n in r)
-    err.print(f"{template}: valid ({len(tpl.pages)} pages, rows {rows})")
+    err.print(f"{display_path(template)}: valid ({len(tpl.pages)} pages, rows {rows})")
 
 
 def _ranges(numbers: Any) -> str:
@@ -286,7 +293,7 @@ def samples_generate(
     truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats, dpi=dpi,
                      name_crops=crops)
     pages = sum(len(f["pages"]) for f in truth["files"])
-    err.print(f"wrote {len(truth['files'])} file(s), {pages} page(s) and truth.json to {out_dir}")
+    err.print(f"wrote {len(truth['files'])} file(s), {pages} page(s) and truth.json to {display_path(out_dir)}")
 
 
 # --- config, ledger ---------------------------------------------------------------------------
@@ -315,7 +322,10 @@ def ledger_validate(
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
     df = read_ledger(ledger)
-    err.print(f"{ledger}: valid ({len(df)} rows)")
+    neutralised = df.attrs.get("neutralised", 0)
+    err.print(f"{display_path(ledger)}: valid ({len(df)} rows)" + (
+        f"; {neutralised} value(s) of ledger contract 1 read neutralised (control characters, formula leads): "
+        "the next command that writes the ledger stores them so" if neutralised else ""))
 
 
 @ledger_app.command("merge")
@@ -334,7 +344,10 @@ def ledger_merge(
               f"several inputs (kept once), {summary.erased_skipped} erased before; wrote {summary.rows_total} "
               f"row(s): {summary.duplicates} duplicate(s), {summary.possible_duplicates} possible duplicate(s) "
               f"to review, {summary.crops_copied} crop(s) copied; {summary.seconds['total']:.1f} s")
-    err.print(f"ledger: {out_csv}")
+    if summary.decisions_conflicting:
+        err.print(f"{summary.decisions_conflicting} row(s) were decided differently in two inputs: the later "
+                  "decision (reviewed_at) was kept")
+    err.print(f"ledger: {display_path(out_csv)}")
 
 
 @ledger_app.command("stats")
@@ -358,11 +371,11 @@ def ledger_stats_cmd(
     stats = ledger_stats(read_ledger(ledger))
     if chart is not None:
         departement_chart(stats, chart)
-        err.print(f"chart: {chart}")
+        err.print(f"chart: {display_path(chart)}")
     if as_json:
         out.print(json.dumps(stats, ensure_ascii=False, indent=2), markup=False)
         return
-    summary = Table(title=str(ledger), show_header=False)
+    summary = Table(title=display_path(ledger), show_header=False)
     for key in ("signatures", "unique_signers", "duplicates", "possible_duplicates", "flagged", "review",
                 "rejected", "struck"):
         summary.add_row(key.replace("_", " "), str(stats[key]))
@@ -462,7 +475,7 @@ def review_export(
     missing = f", {summary.images_missing} image(s) missing" if summary.images_missing else ""
     err.print(f"{summary.rows} line(s) written ({summary.to_review} row(s) to review in the ledger), "
               f"{summary.images} image(s){missing}; {summary.seconds:.1f} s")
-    err.print(f"review file: {summary.path}")
+    err.print(f"review file: {display_path(summary.path)}")
 
 
 @review_app.command("import")
@@ -486,12 +499,12 @@ def review_import(
     file twice changes nothing.
     """
     from .config import load_config
-    from .review import import_review
+    from .review import import_review, shown_problem
 
     summary = import_review(review_file, ledger, reviewer=reviewer, dry_run=dry_run, skip_invalid=skip_invalid,
                             dedup_config=load_config(config).dedup)
     for problem in summary.invalid:
-        err.print(f"[yellow]skipped:[/] {escape(str(problem))}", markup=True)
+        err.print(f"[yellow]skipped:[/] {escape(printable(shown_problem(problem)))}", markup=True)
     err.print(f"{summary.lines} line(s) read, {summary.blank} left empty; {summary.confirmed} confirmed, "
               f"{summary.corrected} corrected, {summary.rejected} rejected, {summary.duplicates} marked duplicate, "
               f"{summary.unchanged} already in the ledger" + (f", {len(summary.invalid)} skipped as invalid"
@@ -503,7 +516,7 @@ def review_import(
     if summary.dry_run:
         err.print("dry run: nothing was written")
     elif summary.written:
-        err.print(f"ledger: {ledger} (reviewed by {summary.reviewer})")
+        err.print(f"ledger: {display_path(ledger)} (reviewed by {printable(summary.reviewer)})")
     else:
         err.print("nothing to change: the ledger was not written")
 

@@ -10,27 +10,29 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    OK = 0  # all done
-    USAGE = 2  # bad command line
-    BAD_TEMPLATE = 3  # bad template or config
-    NO_INPUT = 4  # no readable input at all
-    MISSING_DEPENDENCY = 5  # a system package or optional extra is missing
-    OUTPUT_NOT_WRITABLE = 6  # cannot write the ledger, crops or other output
-    INVALID_REVIEW = 7  # invalid review file, nothing applied
-    PAGES_FAILED = 10  # finished, but some inputs or pages failed
-    INTERRUPTED = 130  # Ctrl-C
+    """Every exit code, with its meaning: the one list `--help`, the README and the tests read."""
+
+    OK = 0, "all done"
+    USAGE = 2, "usage error"
+    BAD_TEMPLATE = 3, "bad template or config"
+    NO_INPUT = 4, "no readable input"
+    MISSING_DEPENDENCY = 5, "missing dependency (a system package or an optional extra)"
+    OUTPUT_NOT_WRITABLE = 6, "output not writable (or the ledger is locked by another run)"
+    INVALID_REVIEW = 7, "invalid review file (nothing applied)"
+    INVALID_LEDGER = 8, "the ledger or a file beside it is missing or invalid (each problem is listed)"
+    PAGES_FAILED = 10, "finished, but some files or pages failed (each is listed on stderr)"
+    INTERRUPTED = 130, "interrupted"
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
 
 
-EXIT_CODE_HELP = """Exit codes:
-  0   all done
-  2   usage error
-  3   bad template or config
-  4   no readable input
-  5   missing dependency (a system package or an optional extra)
-  6   output not writable
-  7   invalid review file (nothing applied)
-  10  finished, but some files or pages failed (each is listed on stderr)
-  130 interrupted"""
+EXIT_CODE_HELP = "Exit codes:\n" + "\n".join(f"  {int(c):<3} {c.meaning}" for c in ExitCode)
 
 
 class PipelineError(Exception):
@@ -92,6 +94,12 @@ class InputFileError(PipelineError):
 
 
 class LedgerError(PipelineError):
-    """The ledger on disk is invalid or locked by another run."""
+    """The ledger (or a sidecar file) is missing or invalid."""
+
+    exit_code = ExitCode.INVALID_LEDGER
+
+
+class LedgerLockedError(PipelineError):
+    """Another run holds the ledger's lock."""
 
     exit_code = ExitCode.OUTPUT_NOT_WRITABLE

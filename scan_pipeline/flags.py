@@ -23,6 +23,8 @@ FLAG_WORDS: dict[str, str] = {
     "signature_struck": "signature: the row is struck through (withdrawn?)",
     "row_possible_duplicate": "possibly the same person as another row",
     "row_unnumbered": "row number could not be read",
+    "row_reread_differs": "read again, the machine reads something else than the reviewer's value (kept)",
+    "row_reread_missing": "read again, the row was not found; the reviewer's decision is kept",
 }
 
 

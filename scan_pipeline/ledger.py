@@ -12,6 +12,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -33,8 +34,9 @@ from jsonschema import Draft202012Validator
 
 from . import dedup
 from .config import DedupConfig
-from .errors import LedgerError, MissingDependencyError, OutputError
+from .errors import LedgerError, LedgerLockedError, MissingDependencyError, OutputError
 from .records import PageResult
+from .text import is_safe_text, ledger_path, ledger_text
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "signature_id",
@@ -75,6 +77,7 @@ _EXPECTED = {
     "page_sha256": "64 lower-case hex digits",
     "processed_at": "UTC time like 2026-11-23T15:00:00Z",
     "reviewed_at": "ISO 8601 time like 2026-11-24T09:30:00Z, or empty",
+    **{c: "text without control characters, not starting with a space or = + - @" for c in _FREE_TEXT},
 }
 
 _READ_HINT = ("the ledger was probably edited by hand or saved by a spreadsheet program; fix the listed "
@@ -86,6 +89,7 @@ _WRITE_HINT = ("check that the folder exists and is writable and that the disk i
                "or choose another ledger path")
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+log = logging.getLogger(__name__)
 _POSTAL_RE = re.compile(r"[0-9]{5}")
 _DIGITS_RE = re.compile(r"[0-9]+")
 
@@ -468,7 +472,9 @@ def read_ledger(path: Path) -> pd.DataFrame:
     header, body = records[0], records[1:]
     header_problems = _header_problems(header)
     problems += header_problems
+    neutralised = 0
     if not header_problems:  # otherwise every row would only repeat the header problem
+        body, neutralised = _to_contract_2(body)
         labelled = []
         for i, record in enumerate(body, start=1):
             if len(record) != len(LEDGER_COLUMNS):
@@ -479,7 +485,31 @@ def read_ledger(path: Path) -> pd.DataFrame:
         problems += _row_problems(labelled)
     if problems:
         raise LedgerError(_problem_list("invalid ledger", problems), file=str(path), hint=_READ_HINT)
-    return _frame(body)
+    df = _frame(body)
+    if neutralised:
+        df.attrs["neutralised"] = neutralised
+        log.warning("%s: %d value(s) held a control character or started like a formula (a ledger of contract "
+                    "1): read neutralised; the next write keeps them so", path, neutralised)
+    return df
+
+
+_FREE_COLUMNS = tuple(i for i, c in enumerate(LEDGER_COLUMNS) if c in _FREE_TEXT)
+_SOURCE_COLUMN = LEDGER_COLUMNS.index("source_file")
+
+
+def _to_contract_2(body: list[list[str]]) -> tuple[list[list[str]], int]:
+    """Rows of a contract-1 ledger with their free-text values as contract 2 holds them, and how many
+    changed: control characters escaped (source_file) or dropped, formula leads neutralised."""
+    changed = 0
+    for record in body:
+        if len(record) != len(LEDGER_COLUMNS):
+            continue
+        for i in _FREE_COLUMNS:
+            value = record[i]
+            if not is_safe_text(value):
+                record[i] = ledger_path(value) if i == _SOURCE_COLUMN else ledger_text(value)
+                changed += record[i] != value
+    return body, changed
 
 
 def _umask() -> int:
@@ -605,7 +635,7 @@ def ledger_lock(path: Path, timeout: float = 30.0) -> Iterator[None]:
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LedgerError(
+                    raise LedgerLockedError(
                         "another scan-pipeline run is writing this ledger", file=str(path),
                         hint=f"wait for it to finish and run again; if no other run is going on, look for a "
                              f"stuck process holding {lock_path} (e.g. `fuser {lock_path}`)") from None
@@ -660,17 +690,17 @@ def rows_from_result(result: PageResult, processed_at: str) -> list[dict[str, st
             postal, postal_valid = "", False
         out.append({
             "signature_id": signature_id(ref.page_sha256, row.row_number),
-            "source_file": str(ref.source_file),
+            "source_file": ledger_path(str(ref.source_file)),
             "page": str(ref.page),
             "row_number": str(row.row_number),
-            "name": row.name.value,
-            "name_ocr": row.name.raw,
+            "name": ledger_text(row.name.value),
+            "name_ocr": ledger_text(row.name.raw),
             "name_confidence": _confidence(row.name.confidence),
             "postal_code": postal,
-            "postal_code_ocr": row.postal.raw,
+            "postal_code_ocr": ledger_text(row.postal.raw),
             "postal_confidence": _confidence(row.postal.confidence),
             "postal_valid": "true" if postal_valid else "false",
-            "commune": row.commune,
+            "commune": ledger_text(row.commune),
             "signature": row.signature,
             "status": "review" if flags else "ok",
             "flags": ";".join(flags),
@@ -704,6 +734,121 @@ def deduplicate(df: pd.DataFrame, cfg: DedupConfig | None = None) -> pd.DataFram
     return dedup.deduplicate(df, cfg).frame
 
 
+# --- people's decisions -------------------------------------------------------------------------
+
+DECIDED_STATUSES = ("ok", "corrected", "duplicate", "rejected")
+REREAD_DIFFERS_FLAG = "row_reread_differs"
+REREAD_MISSING_FLAG = "row_reread_missing"
+# what a person's decision holds: it goes with the row when its page is read again or merged
+DECISION_COLUMNS = ("name", "postal_code", "postal_valid", "commune", "signature", "status", "flags",
+                    "duplicate_of", "reviewed_by", "reviewed_at")
+_DECIDED_VALUES = ("name", "postal_code", "signature")
+
+
+def decided(df: pd.DataFrame) -> np.ndarray:
+    """Rows a person decided on: reviewed, with a final status."""
+    return ((df["reviewed_at"].to_numpy(dtype=object) != "")
+            & np.isin(df["status"].to_numpy(dtype=object), DECIDED_STATUSES))
+
+
+@dataclass
+class _Carry:
+    kept: int = 0
+    differ: int = 0
+    unmatched: int = 0
+    statuses: dict[str, str] = field(default_factory=dict)
+
+
+def _add_flag(flags: str, flag: str) -> str:
+    codes = [f for f in flags.split(";") if f]
+    return ";".join(codes if flag in codes else [*codes, flag])
+
+
+def _differs(machine: dict[str, str], person: dict[str, Any], seen: dict[str, Any]) -> bool:
+    """The machine now reads a value the person neither gave nor saw when deciding."""
+    for key in _DECIDED_VALUES:
+        new, mine, shown = str(machine[key]), str(person[key]), str(seen.get(key, person[key]))
+        if key == "name":
+            new, mine, shown = normalise_name(new), normalise_name(mine), normalise_name(shown)
+        if new not in (mine, shown):
+            return True
+    return False
+
+
+def carry_decisions(old: pd.DataFrame, new_rows: list[dict[str, str]], details: dict[str, dict[str, Any]]
+                    ) -> tuple[list[dict[str, str]], pd.DataFrame, _Carry]:
+    """The rows of pages read again, each with the decision a person made on it before, if any.
+
+    The person's values and status stay (`DECISION_COLUMNS`); the new reading brings the machine's
+    columns (readings as read, confidences, processed_at, where the file is now). Where it reads a
+    value the person neither gave nor saw (`details[...]["decision"]["read"]`, written by review
+    import), the row is flagged row_reread_differs. A decided row not found again is kept as it
+    was, flagged row_reread_missing: a person saw writing there. Returns the rows, the decided old
+    rows kept, and the counts.
+    """
+    carry = _Carry()
+    if old.empty:
+        return new_rows, old, carry
+    mine = old[decided(old)]
+    people = {r["signature_id"]: r for r in mine.to_dict("records")}
+    out = []
+    for row in new_rows:
+        person = people.pop(row["signature_id"], None)
+        if person is None:
+            out.append(row)
+            continue
+        merged = {**row, **{c: person[c] for c in DECISION_COLUMNS}}
+        seen = (details.get(row["signature_id"], {}).get("decision") or {}).get("read") or {}
+        if person["status"] != "rejected" and _differs(row, person, seen):
+            merged["flags"] = _add_flag(merged["flags"], REREAD_DIFFERS_FLAG)
+            carry.differ += 1
+        carry.kept += 1
+        carry.statuses[row["signature_id"]] = person["status"]
+        out.append(merged)
+    left = mine[mine["signature_id"].isin(list(people))].copy()
+    if len(left):
+        left["flags"] = [_add_flag(f, REREAD_MISSING_FLAG) for f in left["flags"].tolist()]
+        carry.unmatched = len(left)
+        carry.statuses.update(zip(left["signature_id"].tolist(), left["status"].tolist(), strict=True))
+    return out, left.reset_index(drop=True), carry
+
+
+def _without_dangling_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """A row a person marked duplicate of a row that is no longer there goes back to review."""
+    dup = df["duplicate_of"].to_numpy(dtype=object)
+    gone = (dup != "") & ~pd.Series(dup).isin(df["signature_id"]).to_numpy()
+    if not gone.any():
+        return df
+    out = df.copy()
+    status, flags = out["status"].to_numpy(dtype=object).copy(), out["flags"].to_numpy(dtype=object).copy()
+    for i in np.flatnonzero(gone).tolist():
+        status[i] = "review"
+        flags[i] = _add_flag(flags[i], dedup.POSSIBLE_FLAG)
+    dup = np.where(gone, "", dup)
+    out["status"], out["flags"], out["duplicate_of"] = (pd.Series(v, index=out.index, dtype=str)
+                                                        for v in (status, flags, dup))
+    return out
+
+
+def _keep_decided_status(df: pd.DataFrame, statuses: dict[str, str]) -> pd.DataFrame:
+    """A person's `ok` kept through deduplication when only the re-read flags are new: the flag says
+    the machine reads otherwise now; the decision is still the person's."""
+    if not statuses:
+        return df
+    status = df["status"].to_numpy(dtype=object).copy()
+    flags = df["flags"].to_numpy(dtype=object)
+    info = {REREAD_DIFFERS_FLAG, REREAD_MISSING_FLAG}
+    changed = False
+    for i, sid in enumerate(df["signature_id"].tolist()):
+        wanted = statuses.get(sid)
+        if wanted == "ok" and status[i] == "review" and set(filter(None, flags[i].split(";"))) <= info:
+            status[i], changed = "ok", True
+    if changed:
+        df = df.copy()
+        df["status"] = pd.Series(status, index=df.index, dtype=str)
+    return df
+
+
 # --- sidecars -----------------------------------------------------------------------------------
 
 
@@ -714,10 +859,12 @@ def _crop_name(row_number: int, column: str) -> str:
     return f"{row_number:02d}-{column}.png"
 
 
-def write_crops(ledger: Path, result: PageResult, *, prune: bool = False) -> list[Path]:
+def write_crops(ledger: Path, result: PageResult, *, prune: bool = False,
+                keep_rows: set[int] | None = None) -> list[Path]:
     """Write each non-blank row's crops to L.crops/<page_sha256[:16]>/<row:02d>-<column>.png.
 
-    prune removes other files of that page folder (crops of rows that are gone after a reprocess).
+    prune removes other files of that page folder (crops of rows that are gone after a reprocess),
+    but those of `keep_rows` (rows a person decided on, kept though not read again).
     """
     folder = sidecar_paths(Path(ledger)).crops / result.ref.page_sha256[:16]
     written: list[Path] = []
@@ -732,7 +879,10 @@ def write_crops(ledger: Path, result: PageResult, *, prune: bool = False) -> lis
             written.append(target)
     if prune and folder.is_dir():
         keep = set(written)
+        kept_prefixes = tuple(f"{n:02d}-" for n in keep_rows or ())
         for old in folder.iterdir():
+            if old.name.startswith(kept_prefixes) and kept_prefixes:
+                continue
             if old.is_file() and old not in keep and old.suffix == ".png":
                 with contextlib.suppress(OSError):
                     old.unlink()
@@ -808,6 +958,9 @@ def details_text(details: Iterable[dict[str, Any]],
 
 @dataclass
 class AppendSummary:
+    decisions_kept: int = 0  # rows read again (reprocess) that kept a person's decision
+    decisions_differ: int = 0  # ... whose new reading differs from the person's values (flag row_reread_differs)
+    decisions_unmatched: int = 0  # ... that were not found again: kept as they were (flag row_reread_missing)
     rows_added: int = 0
     pages_added: int = 0  # pages that added at least one row
     pages_skipped: int = 0  # already in the ledger (by page_sha256) or twice in this batch
@@ -867,13 +1020,24 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
             before_erased = _erased_mask(before, erased)
             if before_erased.any():  # finish an erasure a crash interrupted
                 before = before[~before_erased].reset_index(drop=True)
+        old_details, old_lines = _read_details_lines(paths.details)
+        carried: dict[str, str] = {}  # signature_id -> the status a person gave it, kept through a re-read
+        kept_old = empty_ledger()
+        if replaced:  # people's decisions on those pages are data: carried to the rows read again
+            new_rows, kept_old, carry = carry_decisions(before[before["page_sha256"].isin(replaced)], new_rows,
+                                                         old_details)
+            summary.decisions_kept, summary.decisions_differ = carry.kept, carry.differ
+            summary.decisions_unmatched = carry.unmatched
+            carried = carry.statuses
         summary.rows_added = len(new_rows)
 
         kept = before[~before["page_sha256"].isin(replaced)]
+        if len(kept_old):
+            kept = pd.concat([kept, kept_old], ignore_index=True)
         combined = pd.concat([kept, _frame([[r[c] for c in LEDGER_COLUMNS] for r in new_rows])],
                              ignore_index=True) if new_rows else kept.reset_index(drop=True)
-        deduped = dedup.deduplicate(combined, dedup_config)
-        after = deduped.frame
+        deduped = dedup.deduplicate(_without_dangling_duplicates(combined), dedup_config)
+        after = _keep_decided_status(deduped.frame, carried)
         problems = validate_ledger_frame(after)
         if problems:
             raise LedgerError(_problem_list("refusing to write an invalid ledger", problems),
@@ -886,8 +1050,11 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
 
         # Crops first, details next, ledger last: a row in the ledger always has its sidecars.
         crop_paths: dict[str, dict[str, str]] = {}
+        still = set(zip(after["page_sha256"].tolist(), after["row_number"].tolist()))
         for result in accepted:
-            write_crops(ledger, result, prune=result.ref.page_sha256 in replaced)
+            sha = result.ref.page_sha256
+            write_crops(ledger, result, prune=sha in replaced,
+                        keep_rows={int(n) for s_, n in still if s_ == sha} if sha in replaced else None)
             for row in result.rows:
                 if not row.is_blank:
                     crop_paths[signature_id(result.ref.page_sha256, row.row_number)] = {
@@ -897,7 +1064,6 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
 
         ids = after["signature_id"].tolist()
         candidates = deduped.candidates
-        old_details, old_lines = _read_details_lines(paths.details)
         details = {sid: old_details[sid] for sid in ids if sid in old_details}  # drops rows gone
         for sid, obj in details.items():  # candidates follow the ledger's current state
             found = candidates.get(sid, [])
@@ -908,8 +1074,10 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                 if row.is_blank:
                     continue
                 sid = signature_id(result.ref.page_sha256, row.row_number)
+                decision = old_details.get(sid, {}).get("decision") if sid in carried else None
                 details[sid] = {
                     "signature_id": sid,
+                    **({"decision": decision} if decision else {}),
                     "name_alternatives": list(row.name.alternatives),
                     "postal_alternatives": list(row.postal.alternatives),
                     "name_band": row.name.band,
@@ -940,7 +1108,7 @@ def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     _ensure_dir(path.parent)
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
     try:
-        with path.open("a", encoding="utf-8") as fh:
+        with path.open("a", encoding="utf-8", errors="backslashreplace") as fh:  # a lone surrogate as \udcXX
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -1140,24 +1308,50 @@ class MergeSummary:
     duplicates: int = 0
     possible_duplicates: int = 0
     crops_copied: int = 0
+    decisions_conflicting: int = 0  # rows two inputs decided differently: the later decision was kept
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _pick_versions(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per signature_id: the most recently reviewed version, ties broken by the row's text.
+def _pick_versions(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per signature_id: the most recently reviewed version (times compared as times), ties
+    broken by the row's text; and how many ids two inputs decided differently (the later won).
 
     The choice never depends on the order the inputs were given in.
     """
     dup = df["signature_id"].duplicated(keep=False).to_numpy()
     if not dup.any():
-        return df
+        return df, 0
     single = df[~dup]
-    multi = df[dup]
-    ordered = multi.sort_values(["signature_id", "reviewed_at", *[c for c in LEDGER_COLUMNS
-                                                                   if c not in ("signature_id", "reviewed_at")]],
-                                ascending=[True, False] + [True] * (len(LEDGER_COLUMNS) - 2), kind="stable")
-    chosen = ordered.drop_duplicates("signature_id", keep="first")
-    return pd.concat([single, chosen])
+    multi = df[dup].copy()
+    # unreviewed versions (NaT) sort last whatever the order
+    multi["_when"] = pd.to_datetime(multi["reviewed_at"].replace("", None), utc=True, format="ISO8601")
+    reviewed = multi[multi["reviewed_at"] != ""]
+    differing = reviewed.drop_duplicates(["signature_id", "status", "name", "postal_code", "signature",
+                                          "duplicate_of"])
+    conflicts = int((differing["signature_id"].value_counts() > 1).sum())
+    rest = [c for c in LEDGER_COLUMNS if c not in ("signature_id", "reviewed_at")]
+    ordered = multi.sort_values(["signature_id", "_when", *rest], ascending=[True, False] + [True] * len(rest),
+                                kind="stable")
+    chosen = ordered.drop_duplicates("signature_id", keep="first").drop(columns="_when")
+    return pd.concat([single, chosen]), conflicts
+
+
+_OWN = "\0the merged ledger itself"  # the label of `out`'s own rows in a merge into an existing ledger
+
+
+def _chosen_details(unique: pd.DataFrame, per_input: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each row's details from the input whose version of the row was chosen (its decision goes with
+    it), else from the first input that has some."""
+    if not any(per_input):
+        return {}
+    wanted = set().union(*per_input)
+    chosen: dict[str, dict[str, Any]] = {}
+    ids, origin = unique["signature_id"].to_numpy(dtype=object), unique["_from"].to_numpy()
+    for k in np.flatnonzero(pd.Series(ids).isin(wanted).to_numpy()).tolist():
+        sid = ids[k]
+        obj = per_input[int(origin[k])].get(sid) or next(d[sid] for d in per_input if sid in d)
+        chosen[sid] = obj
+    return chosen
 
 
 def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30.0,
@@ -1176,25 +1370,27 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
     with ledger_lock(out, timeout=lock_timeout), dedup.gc_paused():
         frames: list[pd.DataFrame] = []
         labels: list[str] = []
-        details: dict[str, dict[str, Any]] = {}
+        input_details: list[dict[str, dict[str, Any]]] = []
         erased: set[tuple[str, int]] = set(erased_pairs(out)) if out.exists() else set()
         erase_records: list[dict[str, Any]] = []
         crop_roots: dict[str, Path] = {}
         seen_inputs: set[Path] = set()
-        for path in inputs:
-            path = Path(path)
+        paths = [Path(p) for p in inputs]
+        if out.exists() and out.resolve() not in {p.resolve() for p in paths if p.exists()}:
+            paths.append(out)  # merging into a merged ledger: the decisions made there are kept
+        for path in paths:
             if path.resolve() in seen_inputs:
                 continue
             seen_inputs.add(path.resolve())
             if not path.exists():
                 raise LedgerError(f"{path} does not exist", hint="check the input ledger paths; nothing was written")
             df = read_ledger(path)
-            label = str(path)
+            label = _OWN if path is out else str(path)
             frames.append(df)
             labels.append(label)
-            summary.rows_read += len(df)
-            for s, obj in read_details(sidecar_paths(path).details).items():
-                details.setdefault(s, obj)
+            if label != _OWN:
+                summary.rows_read += len(df)
+            input_details.append(read_details(sidecar_paths(path).details))
             for record in audit_records(path):
                 if record.get("action") == "erase":
                     erase_records.append(record)
@@ -1204,10 +1400,15 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
                 crop_roots[label] = crops
         summary.seconds["read"] = time.perf_counter() - t0
         combined = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
-        sources = _Sources(combined["signature_id"].to_numpy(dtype=object),
-                           np.repeat(np.arange(len(frames)), [len(f) for f in frames]), labels)
-        unique = _pick_versions(combined)
-        summary.same_rows = len(combined) - len(unique)
+        origin = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+        own = labels.index(_OWN) if _OWN in labels else -1
+        sources = _Sources(combined["signature_id"].to_numpy(dtype=object), origin, labels)
+        combined["_from"] = origin
+        unique, summary.decisions_conflicting = _pick_versions(combined)
+        from_inputs = combined.loc[origin != own, "signature_id"]
+        summary.same_rows = len(from_inputs) - from_inputs.nunique()
+        details = _chosen_details(unique, input_details)
+        unique = unique.drop(columns="_from")
         mask = _erased_mask(unique, erased)
         summary.erased_skipped = int(mask.sum())
         unique = unique[~mask]
@@ -1253,7 +1454,7 @@ class _Sources:
         self._first = np.full(len(distinct), -1, dtype=np.int64)
         self._first[code[::-1]] = source[::-1]  # the first input each id appears in
         self._labels = labels
-        self._json = [json.dumps([label], ensure_ascii=False) for label in labels]
+        self._json = ["[]" if label == _OWN else json.dumps([label], ensure_ascii=False) for label in labels]
         self._more: dict[int, list[int]] = {}  # ids in several inputs: those inputs, in input order
         several = np.unique(code[source != self._first[code]])
         rows = np.flatnonzero(np.isin(code, several))
@@ -1269,7 +1470,8 @@ class _Sources:
         """The inputs of one id (by its code), in the order they were given; [] for an id no input had."""
         if code < 0:
             return []
-        return [self._labels[i] for i in self._more.get(code, [int(self._first[code])])]
+        found = [self._labels[i] for i in self._more.get(code, [int(self._first[code])])]
+        return [label for label in found if label != _OWN]  # the merged ledger's own rows: see their details
 
     def labels_json(self, codes: np.ndarray) -> np.ndarray:
         """json.dumps of the sorted inputs of each id (by code), as an object array."""
@@ -1298,8 +1500,8 @@ def _merged_details_text(ids: list[str], sources: _Sources, details: dict[str, d
         for k, s in enumerate(ids):
             obj = details.get(s)
             if obj is not None:
-                obj = {**obj, "merged_from": sorted(sources.inputs(int(codes[k]))),
-                       "duplicate_candidates": found[k] or []}
+                came = sorted(sources.inputs(int(codes[k]))) or obj.get("merged_from", [])
+                obj = {**obj, "merged_from": came, "duplicate_candidates": found[k] or []}
                 lines[k] = json.dumps(obj, ensure_ascii=False) + "\n"
     return "".join(lines.tolist())
 

@@ -51,3 +51,4 @@ def configure_logging(level: int) -> None:
     handler._scan_pipeline = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("PIL").setLevel(max(level, logging.INFO))  # Pillow's debugging is not ours to show

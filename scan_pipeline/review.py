@@ -55,6 +55,7 @@ from .ledger import (
     write_ledger,
 )
 from .postal import PostalList, load_postal_list
+from .text import drop_hidden, ledger_text, path_text
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ _ID_RE = re.compile(SIGNATURE_ID_PATTERN)
 
 
 def neutralise(text: str) -> str:
-    """Text a spreadsheet shows as it is and never runs: a leading ' before = + - @ tab CR."""
-    text = str(text)
+    """Text a spreadsheet shows as it is and never runs: control and bidi characters dropped (line
+    breaks kept), a leading ' before = + - @."""
+    text = "\n".join(drop_hidden(line) for line in str(text).split("\n"))
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
@@ -181,12 +183,23 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """The file the path names (links followed) is in the folder: L.details.jsonl names crops, and a
+    file edited by hand must not make the workbook carry any other file of the machine."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
+
+
 def _crop_bytes(crops_dir: Path, details: dict[str, Any], sha: str, row_number: str, column: str) -> bytes | None:
     candidates = [crops_dir / sha[:16] / f"{int(row_number):02d}-{column}.png"]
     listed = (details.get("crops") or {}).get(column)
-    if listed:  # as process wrote it: relative to the ledger's folder
+    if isinstance(listed, str) and listed:  # as process wrote it: relative to the ledger's folder
         candidates.append(crops_dir.parent / listed)
     for path in candidates:
+        if not _inside(path, crops_dir):
+            continue
         try:
             data = path.read_bytes()
         except OSError:
@@ -688,12 +701,21 @@ def read_review_file(path: Path) -> ReviewTable:
 @dataclass(frozen=True)
 class Problem:
     sheet_row: int | None
-    message: str
+    message: str  # never what was typed (it may be a name or a postal code): see `typed`
     signature_id: str = ""
+    typed: str = ""  # the text typed in the cell at fault, shown only at -v (`verbose`)
 
     def __str__(self) -> str:
         where = f"row {self.sheet_row}" if self.sheet_row is not None else "file"
         return f"{where}{f' ({self.signature_id})' if self.signature_id else ''}: {self.message}"
+
+    def verbose(self) -> str:
+        return f"{self}{f' (typed: {self.typed!r})' if self.typed else ''}"
+
+
+def shown_problem(problem: Problem) -> str:
+    """A problem as the default log level may show it; with -v, what was typed too."""
+    return problem.verbose() if log.isEnabledFor(logging.DEBUG) else str(problem)
 
 
 @dataclass(frozen=True)
@@ -718,7 +740,7 @@ def _fold(text: str) -> str:
 
 
 def _clean_typed(text: str) -> str:
-    text = unicodedata.normalize("NFC", text.replace("\u00a0", " ")).strip()
+    text = unicodedata.normalize("NFC", drop_hidden(text.replace("\u00a0", " "))).strip()
     if text.startswith("'"):  # a spreadsheet's 'this is text' mark, or the export's own neutralising
         text = text[1:].strip()
     return " ".join(text.split())
@@ -734,8 +756,8 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
     edits = {k: cells.get(k, SheetCell("")) for k in EDIT_KEYS}
     problems: list[Problem] = []
 
-    def bad(message: str) -> None:
-        problems.append(Problem(number, message, sid))
+    def bad(message: str, typed: str = "") -> None:
+        problems.append(Problem(number, message, sid, typed))
 
     for key, cell in edits.items():
         if cell.formula:
@@ -761,7 +783,7 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
         decision = _DECISION_WORDS.get(folded, "")
         if not decision:
             hint = " (it belongs in the signature column)" if folded in _SIGNATURE_WORDS else ""
-            bad(f"decision {typed['decision']!r} is not one of: {', '.join(DECISIONS)}{hint}")
+            bad(f"the decision typed is not one of: {', '.join(DECISIONS)}{hint}", typed["decision"])
 
     name = typed["name"] or None
     if name is not None:
@@ -788,12 +810,12 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
             where = ("decision" if folded in _DECISION_WORDS else "signature" if folded in _SIGNATURE_WORDS
                      else "name")
             bad(f"the postal_code column holds letters (it looks like a {where}): type five digits here, "
-                f"and the {where} in its own column")
+                f"and the {where} in its own column", postal_code)
         elif not (len(digits) == 5 and digits.isdigit()):
-            bad(f"postal code {postal_code!r} is not five digits: type it like 01000")
+            bad("the postal code typed is not five digits: type it like 01000", postal_code)
         elif digits not in postal:
-            bad(f"postal code {digits} is not a French postal code: check the image; if the signer wrote a "
-                "code that does not exist, leave postal_code empty")
+            bad("the postal code typed is not a French postal code: check the image; if the signer wrote a "
+                "code that does not exist, leave postal_code empty", digits)
         else:
             postal_code = None if digits == row["postal_code"] else digits
 
@@ -803,7 +825,7 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
         state = _SIGNATURE_WORDS.get(folded)
         if state is None:
             hint = " (it belongs in the decision column)" if folded in _DECISION_WORDS else ""
-            bad(f"signature {typed['signature']!r} is not one of: {', '.join(SIGNATURE_STATES)}{hint}")
+            bad(f"the signature typed is not one of: {', '.join(SIGNATURE_STATES)}{hint}", typed["signature"])
         signature = None if state == row["signature"] else state
 
     shown = _ID_RE.search(cells.get("possible duplicate of", SheetCell("")).value or "")
@@ -815,7 +837,7 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
         if found is None:
             hint = (": choose duplicate in the decision column and leave duplicate_of empty for the row shown"
                     if folded in _DECISION_WORDS else "")
-            bad(f"duplicate_of must be a signature_id like 3f2a9c0d11e4b5a7-07{hint}")
+            bad(f"duplicate_of must be a signature_id like 3f2a9c0d11e4b5a7-07{hint}", typed["duplicate_of"])
         elif found.group(0) not in ledger_ids:
             bad(f"duplicate_of {found.group(0)} is not a signature_id of the ledger: copy it from its line")
         elif found.group(0) == sid:
@@ -1102,6 +1124,22 @@ def _count(summary: ImportSummary, decisions: Sequence[Decision], changes: Seque
     summary.other_rows = sum(1 for c in changes if c.sheet_row is None)
 
 
+def _decision_records(before: pd.DataFrame, after: pd.DataFrame, changes: Sequence[RowChange]
+                      ) -> dict[str, dict[str, Any]]:
+    """Per row a person decided on in this file: the decision, with what the row held when they saw
+    it (`read`): a re-read (`process --reprocess`) that reads the same again is no news
+    (ledger.carry_decisions)."""
+    lines = {c.signature_id for c in changes if c.sheet_row is not None}
+    if not lines:
+        return {}
+    seen = before[before["signature_id"].isin(lines)].set_index("signature_id")
+    now = after[after["signature_id"].isin(lines)].set_index("signature_id")
+    return {sid: {"status": now.at[sid, "status"], "by": now.at[sid, "reviewed_by"], "at": now.at[sid, "reviewed_at"],
+                  **{k: now.at[sid, k] for k in ("name", "postal_code", "signature", "duplicate_of")},
+                  "read": {k: seen.at[sid, k] for k in ("name", "postal_code", "signature")}}
+            for sid in sorted(lines)}
+
+
 def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_run: bool = False,
                   skip_invalid: bool = False, now: str | None = None, dedup_config: DedupConfig | None = None,
                   lock_timeout: float = 30.0) -> ImportSummary:
@@ -1111,7 +1149,7 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
     table = read_review_file(path)
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the ledger the review file was exported from")
-    who = " ".join((reviewer or table.reviewer or getpass.getuser() or "reviewer").split())
+    who = ledger_text(" ".join((reviewer or table.reviewer or getpass.getuser() or "reviewer").split())) or "reviewer"
     summary = ImportSummary(path, who, lines=len(table.rows), dry_run=dry_run)
     at = utc_timestamp(now)
     postal = load_postal_list()
@@ -1125,7 +1163,7 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
             shown = sorted(problems, key=lambda p: (p.sheet_row or 0, p.message))
             raise ReviewFileError(
                 f"{len(problems)} line(s) cannot be applied, so nothing was changed:\n  "
-                + "\n  ".join(map(str, shown)), file=str(path),
+                + "\n  ".join(map(shown_problem, shown)), file=path_text(str(path)),
                 hint="fix these lines in the spreadsheet and import it again, or pass --skip-invalid to apply "
                      "the other lines now")
         if conflicts:  # skip_invalid: plan again without the lines in conflict
@@ -1143,12 +1181,20 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
         if changes and not dry_run:
             after = result.frame
             details = read_details(paths.details)
-            if details:
-                updated = [{**details[s], "duplicate_candidates": result.candidates.get(s, [])}
-                           if details[s].get("duplicate_candidates", []) != result.candidates.get(s, [])
-                           else details[s] for s in after["signature_id"] if s in details]
-                if updated != list(details.values()):
-                    atomic_write(paths.details, details_text(updated).encode("utf-8"))
+            decisions = _decision_records(df, after, changes)
+            updated = []
+            for s in after["signature_id"]:
+                obj = details.get(s)
+                if obj is None and s not in decisions:
+                    continue
+                obj = dict(obj or {"signature_id": s})
+                if obj.get("duplicate_candidates", []) != result.candidates.get(s, []):
+                    obj["duplicate_candidates"] = result.candidates.get(s, [])
+                if s in decisions:
+                    obj["decision"] = decisions[s]
+                updated.append(obj)
+            if updated != list(details.values()):
+                atomic_write(paths.details, details_text(updated).encode("utf-8"))
             append_audit(ledger, {
                 "action": "review_import", "at": at, "by": who, "file": path.name,
                 "rows": [{"signature_id": c.signature_id, "sheet_row": c.sheet_row, "decision": c.decision,

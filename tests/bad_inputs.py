@@ -9,6 +9,7 @@ must say about each. Run it alone to look at the files:
 from __future__ import annotations
 
 import io
+import struct
 import sys
 import zlib
 from dataclasses import dataclass
@@ -88,6 +89,80 @@ def _other_form(width: int = 1240, height: int = 1754) -> np.ndarray:
         x = x0 + j * (x1 - x0) // 6
         cv2.line(img, (x, y0), (x, y0 + 20 * 60), 0, 3)
     return img
+
+
+def _tiff_ifds(data: bytes) -> list[int]:
+    """Offsets of a little-endian TIFF's image directories, one per page."""
+    assert data[:2] == b"II"
+    offset, out = struct.unpack_from("<I", data, 4)[0], []
+    while offset:
+        out.append(offset)
+        offset = struct.unpack_from("<I", data, offset + 2 + 12 * struct.unpack_from("<H", data, offset)[0])[0]
+    return out
+
+
+def _tiff_entry(data: bytes, ifd: int, tag: int) -> int:
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == tag:
+            return ifd + 2 + 12 * i
+    raise KeyError(tag)
+
+
+def _tiff_values(data: bytes, ifd: int, tag: int) -> list[int]:
+    """The SHORT or LONG values of a tag (StripOffsets, StripByteCounts), inline or at their offset."""
+    entry = _tiff_entry(data, ifd, tag)
+    kind, count = struct.unpack_from("<HI", data, entry + 2)
+    fmt = "H" if kind == 3 else "I"
+    inline = count * struct.calcsize(fmt) <= 4
+    at = entry + 8 if inline else struct.unpack_from("<I", data, entry + 8)[0]
+    return list(struct.unpack_from(f"<{count}{fmt}", data, at))
+
+
+def tiff_of(pages: list[bytes], *, bomb: tuple[int, ...] = (), damaged: tuple[int, ...] = (),
+            odd_tag: bool = False) -> bytes:
+    """A multi-page TIFF of the given PNG pages; the pages numbered in `bomb` (1-based) claim 20,000 x
+    20,000 pixels (a decompression bomb: nothing may decode them), those in `damaged` have their
+    compressed data overwritten; `odd_tag`: a tag whose data lies past the end (Pillow warns, per page)."""
+    from PIL import TiffImagePlugin
+
+    images = [Image.open(io.BytesIO(p)).convert("L") for p in pages]
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    if odd_tag:
+        info[65000] = "x" * 20
+    out = io.BytesIO()
+    images[0].save(out, "TIFF", save_all=True, append_images=images[1:], compression="tiff_lzw", tiffinfo=info,
+                   dpi=(200, 200))
+    data = bytearray(out.getvalue())
+    ifds = _tiff_ifds(bytes(data))
+    for n in bomb:
+        for tag in (256, 257):  # width, height
+            entry = _tiff_entry(bytes(data), ifds[n - 1], tag)
+            kind = struct.unpack_from("<H", data, entry + 2)[0]
+            struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, 20_000)
+    for n in damaged:  # its compressed strips overwritten: the decoder fails on them
+        for start, length in zip(_tiff_values(bytes(data), ifds[n - 1], 273), _tiff_values(bytes(data), ifds[n - 1],
+                                                                                             279), strict=True):
+            data[start:start + length] = b"\xff" * length
+    if odd_tag:
+        struct.pack_into("<I", data, _tiff_entry(bytes(data), ifds[0], 65000) + 4, 10**6)
+    return bytes(data)
+
+
+def pdf_after_a_huge_page(good_png: bytes) -> bytes:
+    """A two-page PDF: a 5 x 5 m page, then a good scan."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for part in (_huge_page_pdf(), _pdf_of(good_png)):
+        for page in PdfReader(io.BytesIO(part)).pages:
+            writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def pdf_of(png: bytes) -> bytes:
+    return _pdf_of(png)
 
 
 def make_corpus(folder: Path, good: Path) -> list[BadCase]:

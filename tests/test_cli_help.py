@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from scan_pipeline.cli import app
+from scan_pipeline.errors import ExitCode
 
 from .conftest import SCRIPT
 
@@ -27,8 +29,17 @@ def test_help(command):
 
 def test_top_help_lists_exit_codes():
     result = CliRunner().invoke(app, ["--help"])
-    for code in ("0", "2", "3", "4", "5", "6", "7", "10", "130"):
-        assert f"\n    {code} " in result.output
+    for code in ExitCode:
+        assert f"\n    {int(code)} " in result.output
+
+
+def test_the_readme_lists_every_exit_code_as_the_enum_says():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    assert [int(code) for code, _ in rows] == [int(c) for c in ExitCode]
+    for (_, meaning), code in zip(rows, ExitCode):
+        assert meaning.strip().startswith(code.meaning.split(" (")[0]), (code, meaning)
 
 
 def test_installed_console_script_runs():

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from scan_pipeline import ledger as L
-from scan_pipeline.errors import LedgerError, OutputError
+from scan_pipeline.errors import LedgerError, LedgerLockedError, OutputError
 from scan_pipeline.records import EMPTY_FIELD, FieldReading, PageIssue, PageRef, PageResult, RowReading
+from scan_pipeline.text import is_safe_text, path_bytes
 
 PNG = b"\x89PNG\r\n\x1a\n"  # any bytes will do: the ledger never decodes crops
 
@@ -424,8 +425,11 @@ def test_appends_in_any_order_point_to_the_earliest(order: list[int], times: lis
 
 # --- exact round trip -----------------------------------------------------------------------------
 
-TRICKY = ['Hélène Œuvray-Çà', 'Jean "Jojo" Martin', "Dupont, Marie", "Anne\nMarie", "Lou\r\nLa", "Zoé\rX",
-          '  spaced  ', '"', ',', "'quote'", "naïve ß ﬁ", "Ева Петрова", "🙂 emoji", "=SUM(A1)"]
+TRICKY = ['Hélène Œuvray-Çà', 'Jean "Jojo" Martin', "Dupont, Marie", "Anne  Marie", "Lou  La", "Zoé X",
+          'spa  ced', '"', ',', "'quote'", "naïve ß ﬁ", "Ева Петрова", "🙂 emoji", "SUM(A1)=1", "x=SUM(A1)"]
+# what contract 2 keeps out of every free-text value: control characters, formula and space leads
+UNSAFE = ["Anne\nMarie", "Lou\r\nLa", "Zoé\rX", "  spaced", "=SUM(A1)", "+33 6", "-x", "@cmd", "bell\x07",
+          "\x1b[31mred", "a\u202eb", "tab\tx"]
 
 
 def _round_trip(tmp_path: Path, names: list[str]) -> None:
@@ -447,10 +451,42 @@ def test_round_trip_tricky_names(tmp_path: Path) -> None:
     _round_trip(tmp_path, TRICKY)
 
 
+@pytest.mark.parametrize("value", UNSAFE)
+def test_a_frame_with_a_control_character_or_a_formula_lead_is_refused(tmp_path: Path, value: str) -> None:
+    for column in ("name", "name_ocr", "postal_code_ocr", "commune", "reviewed_by", "source_file"):
+        row = ledger_dict(0)
+        row[column] = value
+        problems = L.validate_ledger_frame(frame([row]))
+        assert problems and all(f"column {column}" in p for p in problems), (column, problems)
+        assert value not in " ".join(problems)  # the value itself is never echoed
+
+
+@pytest.mark.parametrize("value", UNSAFE)
+def test_a_contract_1_ledger_is_read_neutralised_and_written_as_contract_2(tmp_path: Path, value: str) -> None:
+    ledger = tmp_path / "L.csv"
+    row = ledger_dict(0)
+    row["name_ocr"] = value
+    row["source_file"] = value
+    row["reviewed_by"] = value
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(L.LEDGER_COLUMNS)
+    writer.writerow([row[c] for c in L.LEDGER_COLUMNS])
+    ledger.write_text(buf.getvalue(), "utf-8")
+    back = L.read_ledger(ledger)
+    assert back.attrs["neutralised"] == 3
+    assert L.validate_ledger_frame(back) == []
+    source, ocr = back.at[0, "source_file"], back.at[0, "name_ocr"]
+    assert is_safe_text(source) and is_safe_text(ocr) and is_safe_text(back.at[0, "reviewed_by"])
+    assert path_bytes(source).removeprefix(b"./") == value.encode("utf-8")  # the path's bytes kept
+    L.write_ledger(back, ledger)
+    assert "neutralised" not in L.read_ledger(ledger).attrs
+
+
 @settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-                        max_size=20), min_size=1, max_size=5))
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20).filter(is_safe_text),
+                min_size=1, max_size=5))
 def test_round_trip_any_text(tmp_path: Path, names: list[str]) -> None:
     rows = [ledger_dict(i, name=n) for i, n in enumerate(names)]
     ledger = tmp_path / "rt.csv"
@@ -598,7 +634,8 @@ def test_ids_are_checked_through_page_and_row() -> None:
 
 def test_trailing_newline_does_not_sneak_past_a_pattern() -> None:
     problems = L.validate_ledger_frame(frame([ledger_dict(0, postal="01000\n")]))
-    assert problems == ["row 1 (line 2), column postal_code: ends with a line break"]
+    assert problems == ["row 1 (line 2), column postal_code: ends with a line break",
+                        "row 1 (line 2), column postal_code_ocr: ends with a line break"]
 
 
 def test_write_refuses_an_invalid_frame(tmp_path: Path) -> None:
@@ -643,12 +680,12 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         start = time.monotonic()
-        with (pytest.raises(LedgerError, match="another scan-pipeline run is writing this ledger") as info,
+        with (pytest.raises(LedgerLockedError, match="another scan-pipeline run is writing this ledger") as info,
               L.ledger_lock(ledger, timeout=0.5)):
             pass
         assert time.monotonic() - start < 3
-        assert info.value.hint
-        with pytest.raises(LedgerError):
+        assert info.value.hint and info.value.exit_code == 6
+        with pytest.raises(LedgerLockedError):
             L.append_results(ledger, [page("p1", (row(1),))], processed_at=T0, lock_timeout=0.5)
         assert not ledger.exists()
     finally:
@@ -830,3 +867,97 @@ def test_kill_9_never_loses_or_doubles_a_row(tmp_path: Path) -> None:
             assert set(state) <= set(got) and all(f" {run} " in n for n in extra.values()), (extra, pending)
             state = got
     assert kills >= 3
+
+
+# --- people's decisions are data (issue #20) ------------------------------------------------------
+
+
+def _review(ledger: Path, lines: dict[str, dict[str, str]], at: str, who: str = "Alice Martin") -> None:
+    """A volunteer's returned file (CSV, as a spreadsheet saves it) applied through review import."""
+    from scan_pipeline.review import import_review
+
+    keys = ["signature_id", "name", "postal_code", "signature", "decision"]
+    text = ";".join(keys) + "\n" + "".join(";".join([sid] + [edit.get(k, "") for k in keys[1:]]) + "\n"
+                                           for sid, edit in lines.items())
+    back = ledger.parent / f"back-{at[:13]}.csv"
+    back.write_text(text, "utf-8")
+    summary = import_review(back, ledger, reviewer=who, now=at)
+    assert summary.written and not summary.invalid
+
+
+def _sid(seed: str, number: int) -> str:
+    return L.signature_id(sha(seed), number)
+
+
+def test_reprocess_keeps_every_decision_and_flags_a_new_reading_that_differs(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    rows = (row(1, "Marie Dupond", flags=("name_low_conf",)), row(2, "Jean Martin", "75011", flags=("name_low_conf",)),
+            row(3, "Léa Roux", "13001", flags=("name_low_conf",)), row(4, "Paul Petit", "69001"),
+            row(5, "Anne Blanc", "33000", flags=("name_low_conf",)))
+    L.append_results(ledger, [page("p1", rows)], processed_at=T0)
+    _review(ledger, {_sid("p1", 1): {"name": "Marie Dupont", "decision": "correct"},
+                     _sid("p1", 2): {"decision": "not a signature"},
+                     _sid("p1", 3): {"decision": "ok"},
+                     _sid("p1", 5): {"decision": "ok"}}, at=T1)
+    decided = L.read_ledger(ledger).set_index("signature_id")
+    # read again: row 1 as before (the reading the volunteer corrected), row 3 otherwise now, row 5 not found
+    again = page("p1", (row(1, "Marie Dupond", flags=("name_low_conf",)), row(2, "Jean Martin", "75011"),
+                        row(3, "Léo Rouxel", "13001", flags=("name_low_conf",)), row(4, "Paul Petit", "69001")))
+    summary = L.append_results(ledger, [again], processed_at=T2, reprocess=True)
+    assert (summary.decisions_kept, summary.decisions_differ, summary.decisions_unmatched) == (3, 1, 1)
+    after = L.read_ledger(ledger).set_index("signature_id")
+    for n in (1, 2, 3, 5):
+        sid = _sid("p1", n)
+        for column in ("name", "postal_code", "signature", "status", "reviewed_by", "reviewed_at"):
+            assert after.at[sid, column] == decided.at[sid, column], (n, column)
+    assert after.at[_sid("p1", 1), "status"] == "corrected" and after.at[_sid("p1", 1), "flags"] == ""
+    assert after.at[_sid("p1", 2), "status"] == "rejected"
+    assert after.at[_sid("p1", 3), "status"] == "ok" and after.at[_sid("p1", 3), "flags"] == "row_reread_differs"
+    assert after.at[_sid("p1", 3), "name_ocr"] == "Léo Rouxel"  # the machine's new reading, beside the person's
+    assert after.at[_sid("p1", 5), "flags"] == "row_reread_missing"
+    assert after.at[_sid("p1", 4), "processed_at"] == T2 and after.at[_sid("p1", 4), "reviewed_at"] == ""
+    crops = L.sidecar_paths(ledger).crops / sha("p1")[:16]
+    assert (crops / "05-nom.png").exists()  # the kept row keeps its images
+    details = L.read_details(L.sidecar_paths(ledger).details)
+    assert details[_sid("p1", 1)]["decision"]["read"]["name"] == "Marie Dupond"
+    # and once more: nothing new to say, the same ledger
+    L.append_results(ledger, [again], processed_at=T2, reprocess=True)
+    assert L.read_ledger(ledger).equals(after.reset_index())
+
+
+def test_merging_again_into_a_merged_ledger_keeps_the_decisions_made_there(tmp_path: Path) -> None:
+    a, b, merged = tmp_path / "A.csv", tmp_path / "B.csv", tmp_path / "M.csv"
+    L.append_results(a, [page("a", (row(1, "Marie Dupont", flags=("name_low_conf",)), row(2, "Jean Martin", "75011")))],
+                     processed_at=T0)
+    L.append_results(b, [page("b", (row(1, "Léa Roux", "13001"),))], processed_at=T0)
+    L.merge_ledgers([a, b], merged)
+    _review(merged, {_sid("a", 1): {"decision": "not a signature"}}, at=T1)
+    L.append_results(a, [page("a2", (row(1, "Paul Petit", "69001"),))], processed_at=T1)  # group A goes on
+    summary = L.merge_ledgers([a, b], merged)
+    out = L.read_ledger(merged).set_index("signature_id")
+    assert out.at[_sid("a", 1), "status"] == "rejected" and out.at[_sid("a", 1), "reviewed_by"] == "Alice Martin"
+    assert _sid("a2", 1) in out.index and len(out) == 4
+    assert summary.rows_read == 4 and summary.decisions_conflicting == 0
+    details = L.read_details(L.sidecar_paths(merged).details)
+    assert details[_sid("a", 1)]["merged_from"] == [str(a)]
+
+
+def test_two_inputs_that_disagree_on_a_decided_row_keep_the_later_decision(tmp_path: Path) -> None:
+    a, b, merged = tmp_path / "A.csv", tmp_path / "B.csv", tmp_path / "M.csv"
+    for ledger in (a, b):  # both groups processed the same scan
+        L.append_results(ledger, [page("s", (row(1, "Marie Dupont", flags=("name_low_conf",)),
+                                             row(2, "Jean Martin", "75011", flags=("name_low_conf",))))],
+                         processed_at=T0)
+    _review(a, {_sid("s", 1): {"decision": "ok"}, _sid("s", 2): {"decision": "ok"}}, at="2026-11-24T10:00:00Z")
+    _review(b, {_sid("s", 1): {"decision": "not a signature"}, _sid("s", 2): {"decision": "ok"}},
+            at="2026-11-24T12:00:00+01:00", who="Bob")  # 11:00 UTC: later than A's, earlier as text
+    _review(a, {_sid("s", 2): {"name": "Jean Martinez", "decision": "correct"}}, at="2026-11-24T13:00:00Z")
+    for order in ([a, b], [b, a]):
+        summary = L.merge_ledgers(order, merged)
+        out = L.read_ledger(merged).set_index("signature_id")
+        assert out.at[_sid("s", 1), "status"] == "rejected" and out.at[_sid("s", 1), "reviewed_by"] == "Bob"
+        assert out.at[_sid("s", 2), "name"] == "Jean Martinez"
+        assert summary.decisions_conflicting == 2
+        merged.unlink()
+        for side in L.sidecar_paths(merged).details, L.sidecar_paths(merged).audit:
+            side.unlink(missing_ok=True)

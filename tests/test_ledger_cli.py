@@ -68,9 +68,22 @@ def test_usage_and_missing_files(tmp_path: Path, two_groups: tuple[Path, Path]) 
     assert runner.invoke(app, ["ledger", "erase", str(a)]).exit_code == 2
     assert runner.invoke(app, ["ledger", "erase", str(a), "--name", "X"]).exit_code == 2
     missing = runner.invoke(app, ["ledger", "stats", str(tmp_path / "none.csv")])
-    assert missing.exit_code == 6 and "does not exist" in missing.stderr
+    assert missing.exit_code == 8 and "does not exist" in missing.stderr
     merge = runner.invoke(app, ["ledger", "merge", str(tmp_path / "none.csv"), "--out", str(tmp_path / "M.csv")])
-    assert merge.exit_code == 6
+    assert merge.exit_code == 8
+
+
+def test_an_invalid_ledger_has_an_exit_code_of_its_own(tmp_path: Path) -> None:
+    from scan_pipeline.errors import ExitCode
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("signature_id,name\nx,y\n", encoding="utf-8")
+    for command in (["ledger", "validate", str(bad)], ["ledger", "stats", str(bad)],
+                    ["review", "export", "--ledger", str(bad), "--out", str(tmp_path / "r.xlsx")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == ExitCode.INVALID_LEDGER == 8, (command, result.output)
+        assert "missing column(s)" in result.stderr
+    assert "8   the ledger" in runner.invoke(app, ["--help"]).output
 
 
 def test_chart_or_install_hint(tmp_path: Path, two_groups: tuple[Path, Path], monkeypatch) -> None:

@@ -29,7 +29,7 @@ def test_missing_inputs_are_reported_and_duplicates_dropped(tmp_path):
     p = _png(tmp_path / "a.png")
     files, missing = expand_inputs([str(p), str(tmp_path), str(tmp_path / "nope.pdf")])
     assert len(files) == 1 and files[0].given_as == str(p)
-    assert missing == [str(tmp_path / "nope.pdf")]
+    assert [(m.where, m.reason) for m in missing] == [(str(tmp_path / "nope.pdf"), "no such file or folder")]
 
 
 def test_multi_page_tiff_gives_every_page_with_distinct_stable_hashes(tmp_path):

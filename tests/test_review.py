@@ -209,9 +209,11 @@ def test_formula_injection_comes_out_inert(ledger: Path) -> None:
     wb = load_workbook(xlsx)
     ws = wb[R.REVIEW_SHEET]
     cells = [c for row in ws.iter_rows() for c in row if isinstance(c.value, str) and "HYPERLINK" in c.value]
-    assert cells and all(c.value == "'" + EVIL and c.data_type == "s" for c in cells)
-    assert R.neutralise("-1+2") == "'-1+2" and R.neutralise("@x") == "'@x" and R.neutralise("\tx") == "'\tx"
-    assert R.neutralise("+33") == "'+33" and R.neutralise("\rx") == "'\rx" and R.neutralise("DUPONT") == "DUPONT"
+    # the ledger already holds the reading without its formula lead; the workbook shows it as text
+    assert cells and all(c.value == EVIL[1:] and c.data_type == "s" for c in cells)
+    assert R.neutralise("-1+2") == "'-1+2" and R.neutralise("@x") == "'@x" and R.neutralise("\tx") == "x"
+    assert R.neutralise("+33") == "'+33" and R.neutralise("\r=x") == "'=x" and R.neutralise("DUPONT") == "DUPONT"
+    assert R.neutralise("a\x07b\x1b[2Jc\nd") == "ab[2Jc\nd"  # control characters gone, line breaks kept
 
 
 def test_export_without_crops_says_so_and_refuses_to_overwrite(ledger: Path) -> None:
@@ -336,14 +338,17 @@ def test_every_problem_is_listed_and_nothing_applied(ledger: Path) -> None:
     with pytest.raises(ReviewFileError) as info:
         do_import(xlsx, ledger)
     text = str(info.value)
-    for expected in ("not in the ledger", "row 2 too", "99999 is not a French postal code",
+    for expected in ("not in the ledger", "row 2 too", "the postal code typed is not a French postal code",
                      "the name is empty", "holds a postal code", "belongs in the decision column",
-                     "'maybe' is not one of", "holds a formula"):
+                     "the decision typed is not one of", "holds a formula"):
         assert expected in text, expected
+    assert "99999" not in text and "maybe" not in text  # what was typed is shown at -v only
     assert text.count("\n  row ") == 8
     assert ledger.read_bytes() == before and not L.sidecar_paths(ledger).audit.exists()
     result = CliRunner().invoke(app, ["review", "import", str(xlsx), "--ledger", str(ledger)])
-    assert result.exit_code == 7 and "nothing was changed" in result.output
+    assert result.exit_code == 7 and "nothing was changed" in result.output and "99999" not in result.output
+    verbose = CliRunner().invoke(app, ["-v", "review", "import", str(xlsx), "--ledger", str(ledger)])
+    assert verbose.exit_code == 7 and "(typed: '99999')" in verbose.output and "(typed: 'maybe')" in verbose.output
 
 
 def test_skip_invalid_applies_the_valid_lines(ledger: Path) -> None:
@@ -471,3 +476,62 @@ def test_cli_export_and_import(ledger: Path) -> None:
     for command in (["review"], ["review", "export"], ["review", "import"]):
         help_result = runner.invoke(app, [*command, "--help"])
         assert help_result.exit_code == 0 and "Usage:" in help_result.output
+
+
+# --- issue #20: control characters, crops from outside L.crops/ --------------------------------------
+
+
+def test_control_characters_in_readings_and_file_names_never_reach_the_workbook(tmp_path: Path) -> None:
+    ledger = tmp_path / "L.csv"
+    odd = page("odd", [reading(1, "DUPONT\x07 Marie\x1b[2J", "75011", ("name_low_conf",), ("DUPOND\x0b Marie",))],
+               "scans/a\x0bb\x1b.pdf")
+    L.append_results(ledger, [odd], processed_at="2026-11-23T10:00:00Z")
+    row = L.read_ledger(ledger).iloc[0]
+    assert row["name"] == "DUPONT Marie[2J" and row["source_file"] == "scans/a\\x0bb\\x1b.pdf"
+    xlsx = export(ledger)
+    with zipfile.ZipFile(xlsx) as z:
+        xml = "".join(z.read(n).decode("utf-8") for n in z.namelist() if n.endswith(".xml"))
+    assert not any(ch in xml for ch in "\x07\x0b\x1b")
+    # a volunteer's typed name with a control character (a CSV saved by a spreadsheet) is stored without it
+    back = tmp_path / "back.csv"
+    back.write_text("signature_id;name;decision\n" + f"{sid('odd', 1)};MARTIN\x0c Jean\x1b;correct\n", "utf-8")
+    summary = do_import(back, ledger)
+    assert summary.corrected == 1 and L.read_ledger(ledger).iloc[0]["name"] == "MARTIN Jean"
+
+
+def test_a_contract_1_ledger_with_control_characters_exports(tmp_path: Path) -> None:
+    import csv
+
+    ledger = tmp_path / "L.csv"
+    L.append_results(ledger, [page("a", [reading(1, "DUPONT Marie", "75011", ("name_low_conf",))], "a.pdf")],
+                     processed_at="2026-11-23T10:00:00Z")
+    rows = list(csv.reader(io.StringIO(ledger.read_text("utf-8"))))
+    rows[1][L.LEDGER_COLUMNS.index("name")] = "DUPONT\x08 Marie"
+    rows[1][L.LEDGER_COLUMNS.index("source_file")] = "=cmd|' /C calc'!A0"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
+    ledger.write_text(buf.getvalue(), "utf-8")
+    summary = R.export_review(ledger, tmp_path / "r.xlsx")
+    assert summary.rows == 1
+    ws = load_workbook(tmp_path / "r.xlsx")[R.REVIEW_SHEET]
+    texts = [str(c.value) for row in ws.iter_rows() for c in row if c.value is not None]
+    assert "DUPONT Marie" in texts and not any("\x08" in t or t.startswith("=") for t in texts)
+
+
+def test_the_export_reads_crops_only_from_inside_the_crops_folder(ledger: Path, tmp_path: Path) -> None:
+    secret = png_text("SECRET outside", 300)
+    (tmp_path / "secret.png").write_bytes(secret)
+    crops = L.sidecar_paths(ledger).crops
+    sha = hashlib.sha256(b"a").hexdigest()
+    for old in (crops / sha[:16]).glob("01-*.png"):
+        old.unlink()
+    (crops / sha[:16] / "01-signature.png").symlink_to(tmp_path / "secret.png")  # a link out of the folder
+    details = L.read_details(L.sidecar_paths(ledger).details)
+    details[A1]["crops"] = {"name": "../secret.png", "postal_code": str(tmp_path / "secret.png"),
+                            "signature": f"{crops.name}/{sha[:16]}/01-signature.png"}
+    L.atomic_write(L.sidecar_paths(ledger).details, L.details_text(details.values()).encode("utf-8"))
+    summary = R.export_review(ledger, tmp_path / "r.xlsx")
+    with zipfile.ZipFile(tmp_path / "r.xlsx") as z:
+        media = [z.read(n) for n in z.namelist() if n.startswith("xl/media/")]
+    assert media and secret not in media
+    assert summary.images_missing >= 3
