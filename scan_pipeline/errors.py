@@ -17,7 +17,7 @@ class ExitCode(IntEnum):
     BAD_TEMPLATE = 3, "bad template or config"
     NO_INPUT = 4, "no readable input"
     MISSING_DEPENDENCY = 5, "missing dependency (a system package or an optional extra)"
-    OUTPUT_NOT_WRITABLE = 6, "output not writable (or the ledger is locked by another run)"
+    OUTPUT_NOT_WRITABLE = 6, "output not writable or not readable (or the ledger is locked by another run)"
     INVALID_REVIEW = 7, "invalid review file (nothing applied)"
     INVALID_LEDGER = 8, "the ledger or a file beside it is missing or invalid (each problem is listed)"
     PAGES_FAILED = 10, "finished, but some files or pages failed (each is listed on stderr)"

@@ -438,9 +438,9 @@ def read_ledger(path: Path) -> pd.DataFrame:
         raw = path.read_bytes()
     except FileNotFoundError:
         return empty_ledger()
-    except OSError as exc:
-        raise LedgerError(f"cannot read the ledger: {exc.strerror or exc}", file=str(path),
-                          hint="check that the path is a readable file") from exc
+    except OSError as exc:  # the path itself (a file where a folder should be, permissions): not its content
+        raise OutputError(f"cannot read the ledger: {exc.strerror or exc}", file=str(path),
+                          hint="check that the path is a readable file in a folder you can write to") from exc
 
     fast = _read_fast(raw)
     if fast is not None:
