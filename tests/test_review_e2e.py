@@ -171,9 +171,12 @@ def test_libreoffice_keeps_an_injected_formula_inert(processed, profile, tmp_pat
     ledger = copy_ledger(processed, tmp_path / "L")
     df = L.read_ledger(ledger)
     evil = '=HYPERLINK("http://evil.example";"click")'
-    first = df.index[df["status"] == "review"][0]
-    df.loc[first, "name"] = evil  # a name read as a formula
-    L.write_ledger(df, ledger)
+    first = df.loc[df["status"] == "review", "signature_id"].iloc[0]
+    # the ledger holds no formula lead (contract 2); a reading offered as another reading may
+    paths = L.sidecar_paths(ledger)
+    details = L.read_details(paths.details)
+    details[first]["name_alternatives"] = [evil, *details[first].get("name_alternatives", [])]
+    L.atomic_write(paths.details, L.details_text(details.values()).encode("utf-8"))
     xlsx = tmp_path / "review.xlsx"
     R.export_review(ledger, xlsx)
     ods = bench_review.convert(xlsx, "ods", tmp_path / "lo", profile)
