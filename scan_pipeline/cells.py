@@ -7,7 +7,10 @@ import numpy as np
 
 from .config import CellsConfig
 from .grid import PageMasks, runs
-from .records import Box, GridRow, RowCells
+from .records import Box, CellWriting, GridRow, RowCells
+from .writing import cell_writing, local_darkness
+
+READ_INK = 160  # the readers see a crop's pixels darker than this (ink_box, trim_to_ink, clean_cell)
 
 
 def _clip(box: Box, shape: tuple[int, ...]) -> Box:
@@ -23,11 +26,14 @@ def clean_ink(ink: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfig) -> RowCells:
-    """Each writing cell of a row, cropped with a margin and its ruled lines whitened."""
+    """Each writing cell of a row, cropped with a margin and its ruled lines whitened, and whether it
+    holds writing. A cell whose writing the readers would hardly see (hairline, faint or pencil strokes,
+    lighter than READ_INK or missed by the page's ink mask) is given to them drawn from its own
+    contrast: its strokes darkened against its paper."""
     lines = masks.lines_wide
     margin = int(row.box.height * config.margin)
     min_size = max(2, int(row.box.height * config.speck_px))
-    crops, inks = [], []
+    crops, inks, writing = [], [], []
     for column, box in row.cells[1:]:  # the first column is the printed row number
         outer = _clip(Box(box.x0 - margin, box.y0 - margin, box.x1 + margin, box.y1 + margin), gray.shape)
         crop = gray[outer.y0:outer.y1, outer.x0:outer.x1].copy()
@@ -38,15 +44,55 @@ def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfi
         ix0, ix1 = box.x0 - outer.x0 + band, box.x1 - outer.x0 - band
         if iy1 > iy0 and ix1 > ix0:
             line_part[iy0:iy1, ix0:ix1] = False
+        inner_box = Box(box.x0 - outer.x0, box.y0 - outer.y0, box.x1 - outer.x0, box.y1 - outer.y0)
+        found, strokes = cell_writing(crop, inner_box, row.box.height, config, line_part)
+        raw = crop.copy() if found.written else None
         crop[line_part] = 255
         ink = masks.ink[outer.y0:outer.y1, outer.x0:outer.x1].copy()
         ink[line_part] = 0
         ink = clean_ink(ink, min_size)
         inner = ink[box.y0 - outer.y0:box.y1 - outer.y0, box.x0 - outer.x0:box.x1 - outer.x0]
         crop[ink == 0] = np.maximum(crop[ink == 0], 235)  # paper texture and specks to white
+        if raw is not None:
+            on = strokes > 0
+            if np.count_nonzero(crop[on] < READ_INK) < config.faint_visible * np.count_nonzero(on):
+                crop = np.minimum(crop, contrasted(raw, strokes, found.contrast, row.box.height, config))
         crops.append((column, crop))
         inks.append((column, float((inner > 0).mean()) if inner.size else 0.0))
-    return RowCells(row_number=row.number or 0, boxes=row.cells, crops=tuple(crops), ink=tuple(inks))
+        writing.append((column, found))
+    return RowCells(row_number=row.number or 0, boxes=row.cells, crops=tuple(crops), ink=tuple(inks),
+                    writing=tuple(writing))
+
+
+FAINT_TARGET = 200  # gray levels: the darker part of light writing is drawn this far below white
+
+
+def contrasted(raw: np.ndarray, strokes: np.ndarray, contrast: float, row_height: int,
+               config: CellsConfig) -> np.ndarray:
+    """The strokes of `raw` (a cell crop) drawn from their own contrast: each pixel near a stroke as
+    dark below white as it is below its paper, times the gain that brings the strokes' darker part
+    `FAINT_TARGET` levels down; white elsewhere."""
+    dark = local_darkness(raw, int(round(row_height * config.paper_px))).astype(np.float32)
+    gain = FAINT_TARGET / max(contrast, 1.0)
+    near = cv2.dilate(strokes, np.ones((3, 3), np.uint8)) > 0
+    out = np.full(raw.shape, 255, np.uint8)
+    out[near] = np.clip(255 - dark[near] * gain, 0, 255).astype(np.uint8)
+    return out
+
+
+def holds_writing(cells: RowCells, column: str, config: CellsConfig) -> CellWriting:
+    """Whether a cut cell holds writing: as `cut_row` found it, or (cells cut otherwise, as tests and
+    scripts build them) judged from the cleaned crop alone."""
+    found = dict(cells.writing)
+    if column in found:
+        return found[column]
+    crop = cells.crop(column)
+    box = dict(cells.boxes).get(column)
+    height = box.height if box is not None else crop.shape[0]
+    my = max(0, (crop.shape[0] - height) // 2)
+    mx = max(0, (crop.shape[1] - box.width) // 2) if box is not None else 0
+    inner = Box(mx, my, crop.shape[1] - mx, crop.shape[0] - my)
+    return cell_writing(crop, inner, height, config)[0]
 
 
 def ink_box(crop: np.ndarray, threshold: int = 160, pad: int = 4) -> Box | None:

@@ -15,8 +15,24 @@ from .errors import ConfigError
 @dataclass(frozen=True)
 class CellsConfig:
     margin: float
-    empty_ink: float
     speck_px: float
+    # whether a cell holds writing (writing.cell_writing)
+    paper_px: float
+    stroke_contrast: float
+    noise_sigmas: float
+    mark_px: float
+    writing_px: float
+    mark_contrast: float
+    line_thickness: float
+    line_edge: float
+    line_degrees: float
+    fold_contrast: float
+    fold_px: float
+    region_share: float
+    dense_px: float
+    dense_share: float
+    porous_holes: float
+    faint_visible: float
 
 
 @dataclass(frozen=True)

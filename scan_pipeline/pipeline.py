@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .cells import cut_row, row_ink
+from .cells import cut_row, holds_writing, row_ink
 from .config import Config, load_config
 from .engines import OcrEngine, RapidRecEngine, rapid_engine, tesseract_engine
 from .grid import find_grid, page_masks, square_up
@@ -85,14 +85,17 @@ def _to_source(box: Box, inverse: np.ndarray) -> Box:
 def read_row(row: GridRow, cells: RowCells, ctx: WorkerContext, inverse: np.ndarray) -> RowReading:
     """Recognise one row: name, postal code, signature state, and the flags a person should see."""
     cfg = ctx.config
-    ink = dict(cells.ink)
-    has = {k: v >= cfg.cells.empty_ink for k, v in ink.items()}
+    # what holds writing (a name, a code, a signature, a ditto mark, a strike, in any pen), not specks,
+    # ruled-line fragments, shadows, folds or a stray pen touch: a row without any is no signature row
+    writing = {k: holds_writing(cells, k, cfg.cells) for k, _ in cells.crops}
+    has = {k: w.written for k, w in writing.items()}
     name, name_flags = read_name(cells.crop("name"), has["name"], ctx.engine, cfg.names, ctx.name_engine,
                                  cell_margin=cfg.cells.margin)
     postal = read_postal(cells.crop("postal_code"), has["postal_code"], ctx.engine, ctx.postal_list, cfg.postal)
     # the row's ink from its cut cells: a strike through the row is kept whole, unlike with the
     # page's line mask, which takes a long straight stroke for a ruled line
-    state = signature_state(ink["signature"], row_ink(cells), cfg.signature)
+    state = signature_state(writing["signature"].share, row_ink(cells), cfg.signature) if any(has.values()) \
+        else "empty"
     flags = [*name_flags, *postal.flags]
     if state == "struck":
         flags.append("signature_struck")

@@ -104,11 +104,22 @@ class PageGrid:
 
 
 @dataclass(frozen=True)
+class CellWriting:
+    """Whether a cell holds writing (writing.cell_writing), and how much."""
+
+    written: bool
+    share: float  # of the cell's pixels (inside its box) that are writing: the strokes' pixels
+    contrast: float  # gray levels the writing is below its paper (its darker part); 0 without writing
+    marks: tuple[str, ...] = ()  # what each mark of the cell was taken for, largest first
+
+
+@dataclass(frozen=True)
 class RowCells:
     row_number: int
     boxes: tuple[tuple[str, Box], ...]
     crops: tuple[tuple[str, np.ndarray], ...]  # cleaned gray crops, lines removed, per column
     ink: tuple[tuple[str, float], ...]  # share of ink pixels per column
+    writing: tuple[tuple[str, CellWriting], ...] = ()  # per column, as cut_row found it (empty: not judged)
 
     def crop(self, column: str) -> np.ndarray:
         return dict(self.crops)[column]
@@ -124,6 +135,8 @@ class FieldReading:
 
 
 EMPTY_FIELD = FieldReading(value="", raw="", confidence=1.0, band="accept")
+# a cell that holds writing the readers could not read: the row is written all the same
+_UNREAD = frozenset({"name_unreadable", "postal_unreadable"})
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,10 @@ class RowReading:
 
     @property
     def is_blank(self) -> bool:
-        """No name, no postal code, no signature: not a signature row."""
+        """No writing in the row (nothing read, no cell that holds writing read as nothing, no
+        signature): not a signature row. A written row is never blank (../shared/DESIGN.md)."""
         return not self.name.value and not self.name.raw and not self.postal.raw \
-            and self.signature == "empty" and not any(f.startswith("row_") for f in self.flags)
+            and self.signature == "empty" and not any(f.startswith("row_") or f in _UNREAD for f in self.flags)
 
 
 @dataclass(frozen=True)

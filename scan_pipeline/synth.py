@@ -160,12 +160,14 @@ def _text_mask(text: str, font_path: str, size: int, angle: float, stroke: int) 
 
 
 def write_text(canvas: np.ndarray, box: Box, text: str, rng: np.random.Generator, ink: tuple[int, int, int],
-               font_path: str) -> None:
+               font_path: str, pen: str | None = None) -> None:
+    """`pen`: None (the font's own strokes) or one of PENS (see `pen_strokes`)."""
     cap = box.height * rng.uniform(0.42, 0.62)
     size = max(8, int(cap * 1.35))
     stroke = int(rng.integers(0, 2)) if size > 30 else 0
     angle = float(rng.normal(0, 1.2))
-    _place(canvas, box, _text_mask(text, font_path, size, angle, stroke), rng, ink)
+    mask = _text_mask(text, font_path, size, angle, 0 if pen == "hairline" else stroke)
+    _place(canvas, box, pen_strokes(mask, pen, rng), rng, ink)
 
 
 def write_crops(canvas: np.ndarray, box: Box, crops: list[np.ndarray], rng: np.random.Generator,
@@ -210,9 +212,10 @@ def _place(canvas: np.ndarray, box: Box, mask: np.ndarray, rng: np.random.Genera
 
 
 def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Generator,
-                 ink: tuple[int, int, int]) -> list[int]:
+                 ink: tuple[int, int, int], pen: str | None = None) -> list[int]:
     """Write a postal code with real handwritten digit images (MNIST, generator part). Returns the
-    index in `_digits()` of each digit image written, in order (benchmarks trace errors to images)."""
+    index in `_digits()` of each digit image written, in order (benchmarks trace errors to images).
+    `pen`: None (the digit images' strokes) or one of PENS (see `pen_strokes`)."""
     images, labels = _digits()
     used: list[int] = []
     h = int(box.height * rng.uniform(0.5, 0.72))
@@ -242,14 +245,17 @@ def write_digits(canvas: np.ndarray, box: Box, written: str, rng: np.random.Gene
             x += h // 2
             continue
         y = box.y0 + (box.height - part.shape[0]) // 2 + int(rng.normal(0, box.height * 0.04))
-        _blend(canvas, part, x, y, ink)
+        _blend(canvas, part if pen is None else pen_strokes(part, pen, rng), x, y, ink)
         x += part.shape[1] + int(h * (gap_base + rng.uniform(-0.08, 0.12)) * 0.5)
     return used
 
 
 def write_signature(canvas: np.ndarray, box: Box, rng: np.random.Generator, ink: tuple[int, int, int],
-                    thickness: int) -> None:
-    """A scribbled signature, sometimes crossing the cell's lines."""
+                    thickness: int, pen: str | None = None) -> None:
+    """A scribbled signature, sometimes crossing the cell's lines. `pen`: None or one of PENS (a
+    hairline pen draws 1 px strokes whatever `thickness`)."""
+    if pen == "hairline":
+        thickness = 1
     n = int(rng.integers(5, 12))
     xs = np.sort(rng.uniform(0.08, 0.92, n)) + rng.normal(0, 0.05, n)
     spill = 0.25 if rng.random() < 0.15 else 0.0
@@ -266,12 +272,16 @@ def write_signature(canvas: np.ndarray, box: Box, rng: np.random.Generator, ink:
     ys_, xs_ = np.nonzero(mask)
     if len(xs_):
         sub = mask[ys_.min():ys_.max() + 1, xs_.min():xs_.max() + 1].astype(np.float32) / 255.0
+        if pen == "faint":
+            sub = pen_strokes(sub, pen, rng)
         _blend(canvas, sub, int(xs_.min()), int(ys_.min()), ink)
 
 
 def strike_row(canvas: np.ndarray, boxes: dict[str, Box], rng: np.random.Generator, ink: tuple[int, int, int],
-               thickness: int) -> None:
-    """A signature withdrawn: a line through the row, or a cross over it."""
+               thickness: int, pen: str | None = None) -> None:
+    """A signature withdrawn: a line through the row, or a cross over it (`pen` as write_signature's)."""
+    if pen == "hairline":
+        thickness = 0  # the line below is drawn thickness + 1 wide
     left, right = boxes["name"], boxes["signature"]
     mask = np.zeros(canvas.shape[:2], np.uint8)
     if rng.random() < 0.7:
@@ -280,9 +290,167 @@ def strike_row(canvas: np.ndarray, boxes: dict[str, Box], rng: np.random.Generat
         cv2.line(mask, (left.x0 + int(rng.uniform(0, 0.1) * left.width), y0),
                  (right.x1 - int(rng.uniform(0, 0.1) * right.width), y1), 255, thickness + 1, cv2.LINE_AA)
     else:
-        cv2.line(mask, (left.x0, left.y0), (right.x1, right.y1), 255, thickness, cv2.LINE_AA)
-        cv2.line(mask, (left.x0, left.y1), (right.x1, right.y0), 255, thickness, cv2.LINE_AA)
+        cv2.line(mask, (left.x0, left.y0), (right.x1, right.y1), 255, max(1, thickness), cv2.LINE_AA)
+        cv2.line(mask, (left.x0, left.y1), (right.x1, right.y0), 255, max(1, thickness), cv2.LINE_AA)
     _blend(canvas, mask.astype(np.float32) / 255.0, 0, 0, ink)
+
+
+# --- light pens and artefacts, for benchmarks of what is writing -------------------------------
+
+PENS = ("hairline", "faint")  # hairline: 1 px strokes; faint: light gray (pencil) ink with a grain
+FAINT_GRAY = (150, 190)  # the faint pen's ink, gray level
+ARTEFACTS = ("specks", "line_fragment", "shadow", "fold", "pen_touch")  # marks that are not writing
+
+
+def thin(mask: np.ndarray) -> np.ndarray:
+    """The 1 px centre lines of a binary mask (Zhang-Suen thinning), as 0/1 uint8."""
+    img = np.pad((mask > 0).astype(np.uint8), 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(np.roll(img, -dy, 0), -dx, 1) for dy, dx in
+                 ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))]
+            count = sum(p)
+            ring = p + p[:1]
+            transitions = sum(((a == 0) & (b == 1)).astype(np.uint8) for a, b in zip(ring, ring[1:]))
+            if step == 0:
+                keep = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
+            else:
+                keep = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
+            drop = (img == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & keep
+            if drop.any():
+                img[drop] = 0
+                changed = True
+        if not changed:
+            return img[1:-1, 1:-1]
+
+
+def pen_strokes(alpha: np.ndarray, pen: str | None, rng: np.random.Generator) -> np.ndarray:
+    """An ink mask (0..1) as a pen of PENS draws it: hairline, the strokes' 1 px centre lines; faint,
+    the strokes with a pencil's grain (the ink colour is the caller's: see `faint_ink`). None: as is."""
+    if pen is None:
+        return alpha
+    if pen == "hairline":
+        return thin(alpha > 0.45).astype(np.float32)
+    if pen == "faint":
+        return (alpha * rng.uniform(0.8, 1.0, alpha.shape)).astype(np.float32)
+    raise ValueError(f"unknown pen {pen!r} (known: {', '.join(PENS)})")
+
+
+def faint_ink(rng: np.random.Generator) -> tuple[int, int, int]:
+    g = int(rng.integers(FAINT_GRAY[0], FAINT_GRAY[1] + 1))
+    return (g, g, g)
+
+
+def _shade(canvas: np.ndarray, region: Box, darkness: np.ndarray) -> None:
+    """Darken `region` of the canvas by `darkness` (0..1 of the pixel's value, region-sized), or lighten
+    it where darkness is negative."""
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(region.x0, 0), max(region.y0, 0), min(region.x1, W), min(region.y1, H)
+    if x0 >= x1 or y0 >= y1:
+        return
+    d = darkness[y0 - region.y0:y1 - region.y0, x0 - region.x0:x1 - region.x0, None]
+    part = canvas[y0:y1, x0:x1].astype(np.float32)
+    canvas[y0:y1, x0:x1] = np.clip(part * (1 - d), 0, 255).astype(np.uint8)
+
+
+def put_artefact(canvas: np.ndarray, boxes: dict[str, Box], kind: str, rng: np.random.Generator,
+                 dpi: float) -> None:
+    """Put on a row (its cell boxes on the canvas) a mark that is not writing (one of ARTEFACTS):
+
+    - specks: 3 to 15 dust specks or toner dots (up to ~5 px across at 200 dpi) over its cells;
+    - line_fragment: a piece of a ruled line doubled a few pixels inside a cell, a row of dashes left
+      beside a line by a worn printer, or a short piece of a column line doubled;
+    - shadow: a shadow's soft edge crossing the row (steep, or along it), 15-45 % darker beyond it;
+    - fold: a crease across the row (along it, or across one cell), a soft line 15-60 levels darker
+      with a lighter side;
+    - pen_touch: one dot or a tiny tick of pen ink in one cell.
+    """
+    k = dpi / 200.0
+    cells = [boxes[c] for c in ("name", "postal_code", "signature")]
+    row = Box(boxes["row_number"].x0, min(b.y0 for b in cells), cells[-1].x1, max(b.y1 for b in cells))
+    h = row.height
+    if kind == "specks":
+        mask = np.zeros(canvas.shape[:2], np.uint8)
+        for _ in range(int(rng.integers(3, 16))):
+            c = cells[int(rng.integers(3))]
+            x, y = int(rng.uniform(c.x0, c.x1)), int(rng.uniform(c.y0 + 2, c.y1 - 2))
+            r = (rng.uniform(0.4, 1.1) if rng.random() < 0.7 else rng.uniform(1.1, 2.5)) * k
+            cv2.ellipse(mask, ((x, y), (2 * r * rng.uniform(0.6, 1.4), 2 * r), float(rng.uniform(0, 180))),
+                        int(rng.uniform(120, 255)), -1, cv2.LINE_AA)
+        _blend(canvas, mask.astype(np.float32) / 255.0, 0, 0, (20, 20, 20))
+    elif kind == "line_fragment":
+        mask = np.zeros(canvas.shape[:2], np.uint8)
+        c = cells[int(rng.integers(3))]
+        t = max(1, int(round(rng.uniform(0.15, 0.35) * dpi / 25.4)))  # a printed line, 0.15-0.35 mm
+        variant = rng.choice(["doubled", "dashes", "column"])
+        if variant == "doubled":
+            off = int(rng.uniform(2, 5) * k) + t
+            y = c.y0 + off if rng.random() < 0.5 else c.y1 - off
+            length = int(c.width * rng.uniform(0.05, 0.5))
+            x = int(rng.uniform(c.x0, max(c.x0 + 1, c.x1 - length)))
+            cv2.line(mask, (x, y), (x + length, y + int(rng.integers(-1, 2))), 255, t)
+        elif variant == "dashes":
+            off = int(rng.uniform(1, 4) * k) + t
+            y = c.y0 + off if rng.random() < 0.5 else c.y1 - off
+            x = int(rng.uniform(c.x0, c.x0 + c.width * 0.7))
+            for _ in range(int(rng.integers(2, 6))):
+                length = int(rng.uniform(3, 15) * k)
+                cv2.line(mask, (x, y), (x + length, y), 255, t)
+                x += length + int(rng.uniform(3, 20) * k)
+        else:
+            off = int(rng.uniform(2, 5) * k) + t
+            x = c.x0 + off if rng.random() < 0.5 else c.x1 - off
+            length = int(c.height * rng.uniform(0.2, 0.9))
+            y = int(rng.uniform(c.y0, c.y1 - length))
+            cv2.line(mask, (x, y), (x, y + length), 255, t)
+        g = int(rng.integers(0, 90))
+        _blend(canvas, mask.astype(np.float32) / 255.0, 0, 0, (g, g, g))
+    elif kind in ("shadow", "fold"):
+        pad = int(h * 0.6)
+        region = Box(row.x0 - pad, row.y0 - pad, row.x1 + pad, row.y1 + pad)
+        yy, xx = np.mgrid[region.y0:region.y1, region.x0:region.x1].astype(np.float32)
+        along = rng.random() < 0.4
+        if along:  # an edge or crease along the row, inside it
+            angle = np.deg2rad(rng.uniform(-2, 2) if kind == "fold" else rng.uniform(-5, 5))
+            cx, cy = rng.uniform(row.x0, row.x1), row.y0 + h * rng.uniform(0.2, 0.8)
+        else:  # across the row, through one of its writing cells
+            c = cells[int(rng.integers(3))]
+            angle = np.deg2rad(90 + (rng.uniform(-3, 3) if kind == "fold" else rng.uniform(-35, 35)))
+            cx, cy = rng.uniform(c.x0 + 0.1 * c.width, c.x1 - 0.1 * c.width), (row.y0 + row.y1) / 2
+        # signed distance to the line through (cx, cy) at `angle`
+        dist = (yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)
+        # fading out a row's height above and below the row, and at the grid's ends
+        fade_y = np.clip(np.minimum(yy - region.y0, region.y1 - yy) / pad, 0, 1)
+        fade_x = np.clip(np.minimum(xx - region.x0, region.x1 - xx) / pad, 0, 1)
+        fade = fade_y * fade_x
+        if kind == "shadow":
+            soft = rng.uniform(1.0, 8.0) * k
+            depth = rng.uniform(0.15, 0.45)
+            side = 1 if rng.random() < 0.5 else -1
+            darkness = depth / (1 + np.exp(-side * dist / soft))
+        else:
+            width = rng.uniform(0.6, 1.5) * k
+            depth = rng.uniform(15, 60) / 250.0
+            light = rng.uniform(5, 15) / 250.0
+            side = 1 if rng.random() < 0.5 else -1
+            darkness = depth * np.exp(-0.5 * (dist / width) ** 2) \
+                - light * np.exp(-0.5 * ((dist - side * 2.5 * width) / (1.5 * width)) ** 2)
+        _shade(canvas, region, (darkness * fade).astype(np.float32))
+    elif kind == "pen_touch":
+        mask = np.zeros(canvas.shape[:2], np.uint8)
+        c = cells[int(rng.integers(3))]
+        x, y = int(rng.uniform(c.x0 + 0.1 * c.width, c.x1 - 0.1 * c.width)), int(rng.uniform(c.y0 + 0.2 * h,
+                                                                                            c.y1 - 0.2 * h))
+        if rng.random() < 0.5:
+            cv2.circle(mask, (x, y), max(1, int(round(rng.uniform(1.0, 3.0) * k))), 255, -1, cv2.LINE_AA)
+        else:
+            length, a = rng.uniform(3, 12) * k, rng.uniform(0, 2 * np.pi)
+            cv2.line(mask, (x, y), (int(x + length * np.cos(a)), int(y + length * np.sin(a))), 255,
+                     max(1, int(round(dpi / 110))), cv2.LINE_AA)
+        _blend(canvas, mask.astype(np.float32) / 255.0, 0, 0, INKS[int(rng.integers(len(INKS)))])
+    else:
+        raise ValueError(f"unknown artefact {kind!r} (known: {', '.join(ARTEFACTS)})")
 
 
 # --- degrading -----------------------------------------------------------------------------
@@ -410,8 +578,16 @@ def _written_code(code: str, rng: np.random.Generator) -> str:
 
 
 def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng: np.random.Generator,
-              people: _People, fill_to: float) -> tuple[np.ndarray, PageLayout, list[dict[str, Any]]]:
-    """Render a page of the sheet and write on it. Returns RGB pixels, layout, truth rows."""
+              people: _People, fill_to: float,
+              conditions: Conditions | None = None) -> tuple[np.ndarray, PageLayout, list[dict[str, Any]]]:
+    """Render a page of the sheet and write on it. Returns RGB pixels, layout, truth rows.
+
+    `conditions.artefacts` rows are left blank and get their artefacts (truth: `artefacts`, the kinds);
+    `conditions.pens` rows are written, with that pen (truth: `pen`)."""
+    artefacts: dict[int, list[str]] = {}
+    for number, kind in conditions.artefacts if conditions else ():
+        artefacts.setdefault(number, []).append(kind)
+    pens = dict(conditions.pens) if conditions else {}
     blank, layout = render_page(template, page, dpi, style)
     canvas = np.repeat(np.asarray(blank)[..., None], 3, axis=2).copy()
     keys = template.column_keys
@@ -425,30 +601,43 @@ def fill_page(template: Template, page: int, dpi: float, style: SheetStyle, rng:
         truth: dict[str, Any] = {"row_number": number, "written": False, "name": "", "name_written": "",
                                  "postal_code": "", "postal_written": "", "signature": "empty", "person_id": "",
                                  "repeat": False}
-        if i < last_written and rng.random() > 0.04:
+        pen = pens.get(number)
+        if number in artefacts:
+            truth["artefacts"] = artefacts[number]
+        elif pen is not None or (i < last_written and rng.random() > 0.04):
             person, repeat = people.next()
             ink = INKS[int(rng.integers(len(INKS)))]
-            if person.crops and people.name_crops is not None:
+            if pen == "faint":
+                ink = faint_ink(rng)
+            if person.crops and people.name_crops is not None and pen is None:
                 name_text = " ".join(people.name_crops.labels[i] for i in person.crops)
                 write_crops(canvas, boxes["name"], [people.name_crops.images[i] for i in person.crops], rng, ink)
             else:
                 name_text = _written_name(person, rng)
                 candidates = [f for f in fonts if _covers(f, name_text)]
-                write_text(canvas, boxes["name"], name_text, rng, ink, str(rng.choice(candidates)))
+                write_text(canvas, boxes["name"], name_text, rng, ink, str(rng.choice(candidates)), pen)
             code_text = _written_code(person.postal_code, rng)
-            write_digits(canvas, boxes["postal_code"], code_text, rng, ink)
+            write_digits(canvas, boxes["postal_code"], code_text, rng, ink, pen)
             r = rng.random()
             state = "signed" if r < 0.92 else ("struck" if r < 0.97 else "empty")
             if state != "empty":
-                write_signature(canvas, boxes["signature"], rng, ink, thickness)
+                write_signature(canvas, boxes["signature"], rng, ink, thickness, pen)
             if state == "struck":
-                strike_row(canvas, boxes, rng, ink, thickness)
+                strike_row(canvas, boxes, rng, ink, thickness, pen)
             truth.update(written=True, name=person.canonical, name_written=name_text,
-                         name_source="real" if person.crops else "font",
+                         name_source="real" if person.crops and pen is None else "font",
                          postal_code=person.postal_code, postal_written=code_text, signature=state,
                          person_id=person.person_id, repeat=repeat)
+            if pen is not None:
+                truth["pen"] = pen
         truth["cells"] = {k: [b.x0, b.y0, b.x1, b.y1] for k, b in boxes.items()}
         rows_truth.append(truth)
+    # over everything written: a shadow or a fold darkens the neighbours' ink too
+    for truth in rows_truth:
+        for j, kind in enumerate(truth.get("artefacts", ())):
+            boxes = {k: Box(*b) for k, b in truth["cells"].items()}
+            put_artefact(canvas, boxes, kind, np.random.default_rng(
+                (conditions.marks_seed if conditions else 0, page, truth["row_number"], j)), dpi)
     return canvas, layout, rows_truth
 
 
@@ -462,6 +651,12 @@ class Conditions:
     scale: float | None = None  # the sheet printed at this share of its size
     blurred_numbers: tuple[int, ...] = ()  # printed row numbers smudged in print
     broken_lines: bool = False  # ruled lines with gaps, as a worn printer leaves them
+    # (printed row number, one of ARTEFACTS): that row is left blank and gets that mark (several per row
+    # allowed); (row number, one of PENS): that row is written with that pen. Their places are drawn from
+    # marks_seed, apart from the page's own draws.
+    artefacts: tuple[tuple[int, str], ...] = ()
+    pens: tuple[tuple[int, str], ...] = ()
+    marks_seed: int = 0
 
 
 def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator,
@@ -524,7 +719,7 @@ def make_page(template: Template, page: int, mode: str, rng: np.random.Generator
     if conditions.scale is not None:
         style = replace(style, scale=conditions.scale)
     dpi = conditions.dpi or dpi
-    canvas, _, rows = fill_page(template, page, dpi, style, rng, people, fill_to)
+    canvas, _, rows = fill_page(template, page, dpi, style, rng, people, fill_to, conditions)
     for row in rows:
         if row["row_number"] in conditions.blurred_numbers:
             x0, y0, x1, y1 = row["cells"]["row_number"]
