@@ -25,7 +25,15 @@ from typing import Any, Literal, Protocol
 from . import faults
 from .config import Config, load_config
 from .errors import InputFileError, MissingDependencyError, NoInputError, OutputError, PipelineError
-from .ledger import append_page_records, append_results, read_ledger, read_page_records, utc_timestamp
+from .ledger import (
+    append_results,
+    erased_pairs,
+    output_record,
+    read_ledger,
+    read_page_records,
+    run_lock,
+    utc_timestamp,
+)
 from .load import InputFile, count_pages, expand_inputs, read_pages
 from .logs import configure_logging, page_context
 from .pipeline import WorkerContext, process_page
@@ -37,6 +45,7 @@ from .text import printable
 log = logging.getLogger(__name__)
 
 ExecutorName = Literal["local", "dask"]
+FLUSH_LOCK_SECONDS = 600.0  # a flush waits this long for a review import or an erasure to finish
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class PageSummary:
     flagged: int = 0
     reason: str = ""
     overlay_png: bytes = b""
+    page_sha256: str = ""
 
 
 @dataclass
@@ -295,6 +305,8 @@ class _Writer:
         self.flush_seconds, self.keep_overlays, self.debug_dir = flush_seconds, keep_overlays, debug_dir
         self.results: list[PageResult] = []
         self.records: list[dict[str, Any]] = []
+        self.outputs: list[dict[str, Any]] = []  # overlays written since the last flush, for L.outputs.jsonl
+        self.erased_pages = {sha for sha, _ in erased_pairs(ledger)}
         self.last_flush = time.monotonic()
         self.flush_cost = 0.0
 
@@ -310,13 +322,19 @@ class _Writer:
         for issue in page_failed:
             self.report.failures.append(Failure(slot.ref.source_file, slot.ref.page, issue.message, issue.hint))
         if self.debug_dir and result.overlay_png:
-            name = f"{Path(slot.ref.source_file).stem}-p{slot.ref.page}-{slot.ref.page_sha256[:8]}.png"
-            _write_output(self.debug_dir / name, result.overlay_png)
+            if slot.ref.page_sha256 in self.erased_pages:  # the page shows a signature erased for good
+                log.warning("%s: no overlay written: the page holds a signature erased from the ledger", slot.where)
+            else:
+                name = f"{Path(slot.ref.source_file).stem}-p{slot.ref.page}-{slot.ref.page_sha256[:8]}.png"
+                _write_output(self.debug_dir / name, result.overlay_png)
+                self.outputs.append(output_record("overlay", self.debug_dir / name, pages=[slot.ref.page_sha256]))
         written = [r for r in result.rows if not r.is_blank]
         flagged = sum(1 for r in written if r.flags)
+        shown = self.keep_overlays and slot.ref.page_sha256 not in self.erased_pages
         self.report.pages.append(PageSummary(
             slot.ref.source_file, slot.ref.page, status, len(written), flagged,
-            "; ".join(i.message for i in page_failed), thumbnail(result.overlay_png) if self.keep_overlays else b""))
+            "; ".join(i.message for i in page_failed), thumbnail(result.overlay_png) if shown else b"",
+            slot.ref.page_sha256))
         self.records.append({**page_record(result, status),
                              "load_seconds": round(slot.load_seconds, 3), "source_size": list(slot.source_size)})
         if not result.failed:  # a page with an issue but numbered rows keeps them: no signature is dropped
@@ -334,17 +352,18 @@ class _Writer:
 
     def flush(self) -> None:
         start = time.monotonic()
-        if self.results:
+        if self.results or self.records or self.outputs:
+            # one change: a page is marked done exactly when its rows are in (see pages_already_done);
+            # review import and erase may come between two flushes, so the wait is long
             summary = append_results(self.ledger, self.results, reprocess=self.reprocess,
-                                     dedup_config=self.config.dedup)
+                                     dedup_config=self.config.dedup, page_records=self.records,
+                                     outputs=self.outputs, lock_timeout=FLUSH_LOCK_SECONDS)
             self.report.rows_added += summary.rows_added
             self.report.duplicates += summary.duplicates_marked
             self.report.decisions_kept += summary.decisions_kept
             self.report.decisions_differ += summary.decisions_differ
             self.report.decisions_unmatched += summary.decisions_unmatched
-        # after the ledger: a page marked done here is always in the ledger (see pages_already_done)
-        append_page_records(self.ledger, self.records)
-        self.results, self.records = [], []
+        self.results, self.records, self.outputs = [], [], []
         self.last_flush = time.monotonic()
         self.flush_cost = self.last_flush - start
 
@@ -424,11 +443,13 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
               debug_dir: Path | None = None, reprocess: bool = False, progress: Progress | None = None,
               context: WorkerContext | None = None, workers: int = 1, executor: ExecutorName = "local",
               scheduler: str | None = None, keep_overlays: bool = False,
-              log_level: int | None = None) -> BatchReport:
+              log_level: int | None = None, wait: bool = False) -> BatchReport:
     """Process every page of the inputs into the ledger. Raises only when nothing at all can be read.
 
-    On Ctrl-C (KeyboardInterrupt) the pages finished so far are written, `report.interrupted` is
-    set, and KeyboardInterrupt is raised again with the report as its argument.
+    The ledger's run lock is held throughout: a second run on it is refused (LedgerLockedError),
+    or with `wait` waits for this one. On Ctrl-C (KeyboardInterrupt) the pages finished so far are
+    written, `report.interrupted` is set, and KeyboardInterrupt is raised again with the report as
+    its argument.
     """
     start = time.perf_counter()
     template = template or load_template()
@@ -441,6 +462,15 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
         said = "; ".join(f"{p.where}: {p.reason}" for p in problems[:5])
         raise NoInputError("no input file to process" + (f" ({said})" if said else ""),
                            hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
+    with run_lock(ledger, "scan-pipeline process", wait=wait):
+        return _run(files, ledger, report, start, template, config, debug_dir, reprocess, progress, context,
+                    executor, scheduler, keep_overlays, log_level)
+
+
+def _run(files: list[InputFile], ledger: Path, report: BatchReport, start: float, template: Template,
+         config: Config, debug_dir: Path | None, reprocess: bool, progress: Progress | None,
+         context: WorkerContext | None, executor: ExecutorName, scheduler: str | None, keep_overlays: bool,
+         log_level: int | None) -> BatchReport:
     if debug_dir:
         try:
             debug_dir.mkdir(parents=True, exist_ok=True)

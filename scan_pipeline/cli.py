@@ -120,6 +120,8 @@ def process(
         "--reprocess", help="Replace the rows of pages already in the ledger.")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar (failures and summary still shown).")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="If another run is writing the ledger, wait for it (else stop at once, exit 6).")] = False,
 ) -> None:
     """Read every page of INPUTS and add its signatures to the ledger.
 
@@ -157,7 +159,7 @@ def process(
         try:
             report = run_batch(inputs, ledger, template=tpl, config=cfg, debug_dir=debug_dir, reprocess=reprocess,
                                progress=step, workers=n_workers, executor=chosen, scheduler=scheduler,
-                               keep_overlays=report_html is not None)
+                               keep_overlays=report_html is not None, wait=wait)
         except KeyboardInterrupt as exc:
             interrupted = exc.args[0] if exc.args else None
             bar.stop()
@@ -332,14 +334,19 @@ def ledger_validate(
 @handles_errors
 def ledger_merge(
     inputs: Annotated[list[Path], typer.Argument(help="Ledger CSVs of several groups.", show_default=False)],
-    out_csv: Annotated[Path, typer.Option("--out", "-o", help="The merged ledger to write.")],
+    out_csv: Annotated[Path, typer.Option("--out", "-o", help="The merged ledger to write (or to merge into).")],
+    wait: Annotated[bool, typer.Option("--wait", help="If another run is writing OUT, wait for it.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Merge ledgers into one, deduplicated across them (provenance in OUT.details.jsonl, crops copied)."""
+    """Merge ledgers into one, deduplicated across them (provenance in OUT.details.jsonl, crops copied).
+
+    Into an existing OUT, its rows and the decisions made on it are kept; the most recently
+    reviewed version of a row wins.
+    """
     from .config import load_config
     from .ledger import merge_ledgers
 
-    summary = merge_ledgers(inputs, out_csv, dedup_config=load_config(config).dedup)
+    summary = merge_ledgers(inputs, out_csv, dedup_config=load_config(config).dedup, wait=wait)
     err.print(f"{summary.inputs} ledger(s), {summary.rows_read} row(s) read, {summary.same_rows} present in "
               f"several inputs (kept once), {summary.erased_skipped} erased before; wrote {summary.rows_total} "
               f"row(s): {summary.duplicates} duplicate(s), {summary.possible_duplicates} possible duplicate(s) "
@@ -389,12 +396,28 @@ def ledger_stats_cmd(
         out.print(table)
 
 
+def _postal_option(code: str | None) -> str | None:
+    """A --postal-code given: five digits, a French postal code (else a usage error, exit 2)."""
+    if code is None:
+        return None
+    from .postal import load_postal_list
+
+    code = code.strip()
+    if not (len(code) == 5 and code.isdigit()):
+        raise typer.BadParameter(f"{code!r} is not five digits (e.g. 01000)", param_hint="--postal-code")
+    if code not in load_postal_list():
+        raise typer.BadParameter(f"{code} is not a French postal code", param_hint="--postal-code")
+    return code
+
+
 @ledger_app.command("find")
 @handles_errors
 def ledger_find(
     ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
-    name: Annotated[str, typer.Option("--name", help="The name to look for (any order, accents, case).")],
-    postal_code: Annotated[str | None, typer.Option("--postal-code", help="Only rows of this postal code.")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="The name to look for (any order, accents, case); one word: a surname alone.")] = None,
+    postal_code: Annotated[str | None, typer.Option(
+        "--postal-code", help="Only rows of this postal code (alone: every row of it).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Print the rows whose name matches NAME (the deduplication's fuzzy match) as CSV, best first.
@@ -405,6 +428,9 @@ def ledger_find(
     from .errors import LedgerError
     from .ledger import find_rows, read_ledger
 
+    if not name and not postal_code:
+        raise typer.BadParameter("give --name NAME, --postal-code CODE, or both")
+    postal_code = _postal_option(postal_code)
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
     found = find_rows(read_ledger(ledger), name, postal_code, cfg=load_config(config).dedup)
@@ -427,23 +453,40 @@ def ledger_erase(
     ids: Annotated[list[str] | None, typer.Option("--id", help="A signature_id to erase (repeat the option).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Erase every row of this signer ...")] = None,
     postal_code: Annotated[str | None, typer.Option("--postal-code", help="... of this postal code.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be erased; change nothing.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Erase signatures for good: rows, crops and details; the audit log keeps no name.
+    """Erase signatures for good: rows, crops, details, and every file written for the ledger that
+    shows them (review workbooks blanked, run reports and overlays deleted); the audit log keeps no
+    name. Re-processing the same scans never brings an erased signature back.
 
-    Re-processing the same scans never brings an erased signature back.
+    With --name, close names of the same postal code are listed, not erased: erase them by --id
+    if they are the same person. This command shows names: you asked for them.
     """
     from .config import load_config
-    from .ledger import erase_rows
+    from .erasure import erase
 
     if not ids and not name:
         raise typer.BadParameter("give --id ID (one or more) or --name NAME --postal-code CODE")
     if name and not postal_code:
         raise typer.BadParameter("--name needs --postal-code (so that only that signer is erased)")
-    summary = erase_rows(ledger, ids=ids or (), name=name, postal_code=postal_code,
-                         dedup_config=load_config(config).dedup)
-    err.print(f"{summary.rows_erased} row(s) erased, {summary.crops_removed} crop(s) removed, "
+    postal_code = _postal_option(postal_code)
+    summary = erase(ledger, ids=tuple(ids or ()), name=name, postal_code=postal_code, dry_run=dry_run,
+                    dedup_config=load_config(config).dedup)
+    would = "would be " if dry_run else ""
+    for sid in summary.already_erased:
+        err.print(f"skipped: {sid} was erased before")
+    for path, what in summary.outputs:
+        err.print(f"{display_path(path)}: {'would be ' + what if dry_run else what}")
+    err.print(f"{summary.rows_erased} row(s) {would}erased, {summary.crops_removed} crop(s) {would}removed, "
               f"{summary.repointed} duplicate(s) re-pointed; {summary.rows_total} row(s) left")
+    if summary.near:
+        err.print(f"{len(summary.near)} close name(s) in {postal_code}, not erased (erase with --id if it is the "
+                  "same person):")
+        for row in summary.near:
+            out.print(f"{row['signature_id']},{printable(row['name'])},{row['postal_code']}")
+    if dry_run:
+        err.print("dry run: nothing was changed")
 
 
 # --- review: the volunteers' spreadsheet --------------------------------------------------------

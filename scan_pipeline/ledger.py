@@ -1,8 +1,9 @@
 """The ledger: one CSV line per signature row, and its sidecar files.
 
 The CSV is the contract other tools rely on (see schemas/ledger.schema.json): UTF-8 without BOM,
-comma-separated, a header row, every value text. It is the commit point of a run: crops and details
-are written first, the ledger last, each file atomically, all under an exclusive lock.
+comma-separated, a header row, every value text. Every command changes the ledger and its sidecars
+(crops, details, audit, pages and outputs logs) in one change under the ledger's lock, all or
+nothing (journal.py); `process` and `merge` also hold the run lock, so one of them writes a ledger.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from jsonschema import Draft202012Validator
+from rapidfuzz import fuzz
 
-from . import dedup
+from . import dedup, journal
 from .config import DedupConfig
-from .errors import LedgerError, LedgerLockedError, MissingDependencyError, OutputError
+from .errors import LedgerError, LedgerLockedError, MissingDependencyError, OutputError, PipelineError
 from .records import PageResult
 from .text import is_safe_text, ledger_path, ledger_text
 
@@ -109,6 +111,9 @@ class SidecarPaths:
     lock: Path  # L.lock : flock target; never deleted, deleting lock files races
     audit: Path  # L.audit.jsonl : review history (written by the review tools)
     pages: Path  # L.pages.jsonl : one record per page processed: quality figures and issues, no names
+    journal: Path  # L.journal.json : a change being committed (journal.py); gone once it is done
+    run: Path  # L.run.lock : held by the one `process` or `merge` writing this ledger, with who it is
+    outputs: Path  # L.outputs.jsonl : the other files the tool wrote for this ledger (erasure reaches them)
 
 
 def sidecar_paths(ledger: Path) -> SidecarPaths:
@@ -119,7 +124,17 @@ def sidecar_paths(ledger: Path) -> SidecarPaths:
         lock=ledger.with_suffix(".lock"),
         audit=ledger.with_suffix(".audit.jsonl"),
         pages=ledger.with_suffix(".pages.jsonl"),
+        journal=journal.journal_path(ledger),
+        run=ledger.with_suffix(".run.lock"),
+        outputs=ledger.with_suffix(".outputs.jsonl"),
     )
+
+
+def _file_names(ledger: Path) -> tuple[str, ...]:
+    """The names of a ledger's own files (their temporary files are named after them)."""
+    paths = sidecar_paths(ledger)
+    return (Path(ledger).name, paths.details.name, paths.audit.name, paths.pages.name, paths.journal.name,
+            paths.outputs.name)
 
 
 # --- schema and validation ----------------------------------------------------------------------
@@ -432,8 +447,12 @@ def _read_fast(raw: bytes) -> pd.DataFrame | None:
 
 
 def read_ledger(path: Path) -> pd.DataFrame:
-    """The ledger as a frame of text; an empty frame when the file does not exist yet."""
+    """The ledger as a frame of text; an empty frame when the file does not exist yet. A change a
+    kill left half done is completed first (under the ledger's lock), so the frame tells one story."""
     path = Path(path)
+    if not _holds(path) and journal.pending(path, _file_names(path)):
+        with ledger_lock(path):
+            return read_ledger(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -531,14 +550,17 @@ def _ensure_dir(directory: Path) -> None:
                           hint=_WRITE_HINT) from exc
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; best effort, some file systems refuse fsync on directories.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+_fsync_dir = journal.fsync_dir
+
+
+def _open_lock_file(path: Path) -> int:
+    """A lock file's descriptor (created if need be; never deleted: deleting lock files races)."""
+    _ensure_dir(path.parent)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot create the lock file: {exc.strerror or exc}", file=str(path),
+                          hint=_WRITE_HINT) from exc
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -612,20 +634,24 @@ def _write_valid(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, ledger_csv_text(df).encode("utf-8"))
 
 
+_HELD: set[Path] = set()  # ledgers whose lock this process holds (ledger_lock is not re-entrant)
+
+
+def _holds(path: Path) -> bool:
+    return Path(os.path.abspath(path)) in _HELD
+
+
 @contextlib.contextmanager
 def ledger_lock(path: Path, timeout: float = 30.0) -> Iterator[None]:
-    """Exclusive lock on L.lock for the whole read-modify-write of a ledger.
+    """Exclusive lock on L.lock for the whole read-modify-write of a ledger; once taken, a change a
+    kill interrupted is completed first (journal.recover), so the holder sees one story.
 
     flock is released by the kernel when the process dies, so a crash never leaves a stale lock.
     Not re-entrant: a second ledger_lock on the same ledger in the same process waits for the first.
     """
+    key = Path(os.path.abspath(path))
     lock_path = sidecar_paths(Path(path)).lock
-    _ensure_dir(lock_path.parent)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        raise OutputError(f"cannot create the lock file: {exc.strerror or exc}", file=str(lock_path),
-                          hint=_WRITE_HINT) from exc
+    fd = _open_lock_file(lock_path)
     try:
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
@@ -640,12 +666,57 @@ def ledger_lock(path: Path, timeout: float = 30.0) -> Iterator[None]:
                         hint=f"wait for it to finish and run again; if no other run is going on, look for a "
                              f"stuck process holding {lock_path} (e.g. `fuser {lock_path}`)") from None
                 time.sleep(min(0.05, remaining))
+        _HELD.add(key)
         try:
+            journal.recover(Path(path), _file_names(Path(path)))
             yield
         finally:
+            _HELD.discard(key)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def run_lock(ledger: Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """One long writer per ledger (`process`, `merge`): held for the whole run, with who holds it.
+
+    A second one is refused at once, naming the first (exit 6), or with `wait` waits for it. Short
+    writers (review import, erase) only take `ledger_lock`, which the long one holds while it writes."""
+    path = sidecar_paths(Path(ledger)).run
+    fd = _open_lock_file(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _run_holder(path)
+            if not wait:
+                raise LedgerLockedError(
+                    f"another run is writing this ledger ({holder})", file=str(ledger),
+                    hint="wait for it to finish, or run again with --wait to wait for it; two runs on one "
+                         "ledger would each read every page") from None
+            log.warning("%s: waiting for the other run to finish (%s)", ledger, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started_at": utc_timestamp(), "command": what}).encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _run_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text("utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "its process id is not known yet"
+    return f"{info.get('command', 'scan-pipeline')}, process {info['pid']}, started {info.get('started_at', '?')}"
 
 
 # --- from page results to rows ------------------------------------------------------------------
@@ -859,34 +930,31 @@ def _crop_name(row_number: int, column: str) -> str:
     return f"{row_number:02d}-{column}.png"
 
 
-def write_crops(ledger: Path, result: PageResult, *, prune: bool = False,
-                keep_rows: set[int] | None = None) -> list[Path]:
-    """Write each non-blank row's crops to L.crops/<page_sha256[:16]>/<row:02d>-<column>.png.
-
-    prune removes other files of that page folder (crops of rows that are gone after a reprocess),
-    but those of `keep_rows` (rows a person decided on, kept though not read again).
-    """
-    folder = sidecar_paths(Path(ledger)).crops / result.ref.page_sha256[:16]
-    written: list[Path] = []
+def _stage_crops(change: journal.Change, ledger: Path, result: PageResult, *, prune: bool,
+                 keep_rows: set[int], erased: set[tuple[str, int]]) -> dict[str, dict[str, str]]:
+    """Stage each written row's crops as L.crops/<page_sha256[:16]>/<row:02d>-<column>.png; the
+    relative paths, by signature_id. An erased row's crops are never written. prune: the page's
+    other crops go (rows gone after a reprocess), but those of `keep_rows` (still in the ledger)."""
+    sha = result.ref.page_sha256
+    folder = sidecar_paths(Path(ledger)).crops / sha[:16]
+    written: set[Path] = set()
+    paths: dict[str, dict[str, str]] = {}
     for row in result.rows:
-        if row.is_blank:
+        if row.is_blank or (sha, row.row_number) in erased:
             continue
+        listed = {}
         for column, png in row.crops_png:
             target = folder / _crop_name(row.row_number, column)
-            if not written:
-                _ensure_dir(folder)
-            atomic_write(target, bytes(png), durable=False)  # crops can be redone; skip the fsync cost
-            written.append(target)
+            change.write(target, bytes(png), durable=False)  # fsynced with the stage folder's rename... or redone
+            written.add(target)
+            listed[column] = f"{folder.parent.name}/{sha[:16]}/{target.name}"
+        paths[signature_id(sha, row.row_number)] = listed
     if prune and folder.is_dir():
-        keep = set(written)
-        kept_prefixes = tuple(f"{n:02d}-" for n in keep_rows or ())
+        kept = tuple(f"{n:02d}-" for n in keep_rows)
         for old in folder.iterdir():
-            if old.name.startswith(kept_prefixes) and kept_prefixes:
-                continue
-            if old.is_file() and old not in keep and old.suffix == ".png":
-                with contextlib.suppress(OSError):
-                    old.unlink()
-    return written
+            if old.suffix == ".png" and old not in written and not (kept and old.name.startswith(kept)):
+                change.delete(old)
+    return paths
 
 
 def read_details(path: Path) -> dict[str, dict[str, Any]]:
@@ -976,12 +1044,16 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at: str | None = None,
                    reprocess: bool = False, lock_timeout: float = 30.0,
-                   dedup_config: DedupConfig | None = None) -> AppendSummary:
-    """Add the pages of a batch to the ledger (crops, details, then the ledger itself), under the lock.
+                   dedup_config: DedupConfig | None = None,
+                   page_records: Sequence[dict[str, Any]] = (),
+                   outputs: Sequence[dict[str, Any]] = ()) -> AppendSummary:
+    """Add the pages of a batch to the ledger, under the lock, in one change (journal.py): crops,
+    details, the pages log (`page_records`, one per page processed, never a name), the list of
+    outputs (`outputs`: output_record of the overlays written) and the ledger.
 
     A page already in the ledger (same page_sha256) is skipped, or with reprocess its old rows are
     replaced (a failed page, see PageResult.failed, replaces nothing). Nothing is written when a new
-    row would make the ledger invalid.
+    row would make the ledger invalid. An erased row's images are never written again.
     """
     ledger = Path(ledger)
     paths = sidecar_paths(ledger)
@@ -1013,6 +1085,14 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
             new_rows += rows
             summary.pages_added += 1 if rows else 0
         erased = erased_pairs(ledger)
+        if not accepted:  # nothing to add (pages skipped, or failed): the logs only
+            change = journal.Change(ledger, "process")
+            if page_records:
+                change.append_lines(paths.pages, _jsonl(page_records))
+            stage_outputs(change, ledger, outputs)
+            commit(change)
+            summary.rows_total = len(before)
+            return summary
         if erased:  # an erased signature never comes back, even when its page is read again
             wanted = [r for r in new_rows if (r["page_sha256"], int(r["row_number"])) not in erased]
             summary.rows_erased_skipped = len(new_rows) - len(wanted)
@@ -1048,19 +1128,13 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                                          & ((old_status != new_status) | (old_dup != new_dup))).sum())
         summary.rows_total = len(after)
 
-        # Crops first, details next, ledger last: a row in the ledger always has its sidecars.
+        change = journal.Change(ledger, "process")
         crop_paths: dict[str, dict[str, str]] = {}
         still = set(zip(after["page_sha256"].tolist(), after["row_number"].tolist()))
         for result in accepted:
             sha = result.ref.page_sha256
-            write_crops(ledger, result, prune=sha in replaced,
-                        keep_rows={int(n) for s_, n in still if s_ == sha} if sha in replaced else None)
-            for row in result.rows:
-                if not row.is_blank:
-                    crop_paths[signature_id(result.ref.page_sha256, row.row_number)] = {
-                        column: f"{paths.crops.name}/{result.ref.page_sha256[:16]}/"
-                                f"{_crop_name(row.row_number, column)}"
-                        for column, _ in row.crops_png}
+            crop_paths.update(_stage_crops(change, ledger, result, prune=sha in replaced, erased=erased,
+                                           keep_rows={int(n) for s_, n in still if s_ == sha}))
 
         ids = after["signature_id"].tolist()
         candidates = deduped.candidates
@@ -1089,32 +1163,40 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
                 }
         ordered = [details[sid] for sid in ids if sid in details]
         if ordered != list(old_details.values()):
-            atomic_write(paths.details, details_text(ordered, old_lines).encode("utf-8"))
-
+            change.write(paths.details, details_text(ordered, old_lines).encode("utf-8"))
+        if page_records:
+            change.append_lines(paths.pages, _jsonl(page_records))
+        stage_outputs(change, ledger, outputs)
         if not ledger.exists() or not _same_rows(before, after):
-            _write_valid(after, ledger)  # validated above
+            change.write(ledger, ledger_csv_text(after).encode("utf-8"))  # validated above
+        commit(change)
     return summary
+
+
+def commit(change: journal.Change) -> None:
+    """Make the change visible (journal.Change.commit), as an OutputError when the disk refuses."""
+    try:
+        _ensure_dir(change.folder)
+        change.commit()
+    except OSError as exc:
+        if not change.journaled:  # else the journal stands: the next command completes it
+            change.abort()
+        raise OutputError(f"cannot write: {exc.strerror or exc}", file=str(getattr(exc, "filename", None) or
+                                                                            change.ledger), hint=_WRITE_HINT) from exc
+
+
+def _jsonl(records: Sequence[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
 
 
 def append_page_records(ledger: Path, records: Sequence[dict[str, Any]]) -> None:
     """Append the run's per-page records (quality figures, issues; never names) to L.pages.jsonl."""
     if not records:
         return
-    _append_jsonl(sidecar_paths(ledger).pages, records)
-
-
-def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Append records as JSON lines, fsynced: a crash leaves at most a torn last line (readers skip it)."""
-    _ensure_dir(path.parent)
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    try:
-        with path.open("a", encoding="utf-8", errors="backslashreplace") as fh:  # a lone surrogate as \udcXX
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
-                          hint="check that the ledger's folder is writable") from exc
+    with ledger_lock(ledger, timeout=600):
+        change = journal.Change(ledger, "process")
+        change.append_lines(sidecar_paths(ledger).pages, _jsonl(records))
+        commit(change)
 
 
 def read_page_records(ledger: Path) -> list[dict[str, Any]]:
@@ -1140,21 +1222,27 @@ def read_page_records(ledger: Path) -> list[dict[str, Any]]:
 # --- audit log, erasure -------------------------------------------------------------------------
 
 
-def append_audit(ledger: Path, record: dict[str, Any]) -> None:
-    """Append one record (never a name) to L.audit.jsonl, fsynced before the ledger changes."""
-    _append_jsonl(sidecar_paths(ledger).audit, [record])
+def stage_audit(change: journal.Change, ledger: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Records (never a name) for L.audit.jsonl, written with the change they describe, each with the
+    change's id (`op`; a record copied from another ledger keeps its own)."""
+    change.append_lines(sidecar_paths(ledger).audit, _jsonl([{"op": change.id, **r} for r in records]))
+
+
+def _sidecar_text(path: Path, what: str, why: str) -> str:
+    """A sidecar log's text ('' when there is none yet)."""
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read {what}: {exc}", file=str(path),
+                          hint=f"restore it from a backup; it lists {why}") from exc
 
 
 def audit_records(ledger: Path) -> list[dict[str, Any]]:
     """The audit log's records, oldest first ([] when there is none). A torn last line is ignored."""
     path = sidecar_paths(Path(ledger)).audit
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LedgerError(f"cannot read the audit log: {exc}", file=str(path),
-                          hint="restore it from a backup; it lists erased signatures") from exc
+    text = _sidecar_text(path, "the audit log", "erased signatures")
     records = []
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
@@ -1195,20 +1283,16 @@ def _erased_mask(df: pd.DataFrame, erased: set[tuple[str, int]]) -> np.ndarray:
     return mask
 
 
-def _remove_crops(ledger: Path, rows: pd.DataFrame) -> int:
-    """Delete L.crops/<page_sha256[:16]>/<row:02d>-*.png of the rows; missing files are fine."""
+def _stage_crop_removal(change: journal.Change, ledger: Path, rows: pd.DataFrame) -> int:
+    """L.crops/<page_sha256[:16]>/<row:02d>-*.png of the rows, to go with the change."""
     crops = sidecar_paths(ledger).crops
     removed = 0
     for sha, number in zip(rows["page_sha256"], rows["row_number"], strict=True):
         folder = crops / sha[:16]
-        if not folder.is_dir():
-            continue
-        for path in folder.glob(f"{int(number):02d}-*.png"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if folder.is_dir():
+            for path in folder.glob(f"{int(number):02d}-*.png"):
+                change.delete(path)
                 removed += 1
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only when empty
     return removed
 
 
@@ -1218,6 +1302,17 @@ class EraseSummary:
     crops_removed: int = 0
     repointed: int = 0  # rows whose duplicate_of changed because the row it named is gone
     rows_total: int = 0
+    erased_ids: list[str] = field(default_factory=list)
+    already_erased: list[str] = field(default_factory=list)  # ids given that an earlier erasure removed
+    near: list[dict[str, str]] = field(default_factory=list)  # close names in the same postal code, kept
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (path, what became of it)
+    dry_run: bool = False
+
+
+# What erasure does to the files the tool wrote beside a ledger (run reports, review workbooks,
+# overlays): given the change, the erased ids and their pages, it stages their rewriting or removal
+# and says, per file, what it did (`erasure.py`, which knows their formats).
+OutputsHook = Callable[[journal.Change, set[str], set[str]], list[tuple[str, str]]]
 
 
 def select_signer(df: pd.DataFrame, name: str, postal_code: str | None,
@@ -1234,44 +1329,83 @@ def select_signer(df: pd.DataFrame, name: str, postal_code: str | None,
     return sorted(chosen)
 
 
-def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None, postal_code: str | None = None,
-               lock_timeout: float = 30.0, dedup_config: DedupConfig | None = None,
-               now: str | None = None) -> EraseSummary:
-    """Remove signatures for good: their rows, crops and details, under the lock.
+def near_signers(df: pd.DataFrame, name: str, postal_code: str, exclude: Iterable[int] = (),
+                 cfg: DedupConfig | None = None) -> list[int]:
+    """Rows of the same postal code whose name is close without being the signer's for sure (a word
+    of it read a little differently: "DURAND Jez" for DURAND Jean): for a person to decide."""
+    taken = set(exclude)
+    cutoff = (cfg or dedup.default_config().dedup).possible_score  # a word one letter off in six
+    possible = {i for i, _ in dedup.match_rows(df, name, postal_code, cfg=cfg)}
+    words = [w for w in dedup.name_tokens(name) if len(w) >= 3]
+    same_code = np.flatnonzero(df["postal_code"].to_numpy(dtype=object) == postal_code).tolist()
+    names = df["name"].to_numpy(dtype=object)
+    for i in same_code:
+        if i in taken or i in possible:
+            continue
+        tokens = dedup.name_tokens(str(names[i]))
+        if any(fuzz.ratio(w, t) >= cutoff for w in words for t in tokens if len(t) >= 3):
+            possible.add(i)
+    return sorted(possible - taken)
 
-    ids names rows exactly; name (with postal_code) names every row of one signer. The audit log
-    gets (page_sha256, row_number) of each erased row and the time, never a name, first: so
-    re-processing the same scans never brings them back (append_results skips them). Rows that
-    were duplicates of an erased row point to the signer's next earliest row (dedup recomputed).
+
+def _id_parts(sid: str) -> tuple[str, int] | None:
+    head, _, row = sid.partition("-")
+    return (head, int(row)) if len(head) == 16 and row.isdigit() else None
+
+
+def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None, postal_code: str | None = None,
+               lock_timeout: float = 120.0, dedup_config: DedupConfig | None = None,
+               now: str | None = None, dry_run: bool = False, outputs: OutputsHook | None = None) -> EraseSummary:
+    """Remove signatures for good, in one change (journal.py): their rows, crops and details, and
+    (`outputs`) what the tool wrote for the ledger that shows them.
+
+    ids names rows exactly (an id erased before is skipped and said; one the ledger never held is
+    an error, before anything is erased); name (with postal_code) names every row of one signer,
+    and close names of that code are listed, not erased. The audit log gets (page_sha256,
+    row_number) of each erased row and the time, never a name: re-processing the same scans never
+    brings them back. Rows that were duplicates of an erased row point to the signer's next
+    earliest row (dedup recomputed). dry_run: the summary of what would be done, nothing written.
     """
     ledger = Path(ledger)
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
     paths = sidecar_paths(ledger)
-    summary = EraseSummary()
+    summary = EraseSummary(dry_run=dry_run)
     with ledger_lock(ledger, timeout=lock_timeout), dedup.gc_paused():
         df = read_ledger(ledger)
         sid = df["signature_id"].to_numpy(dtype=object)
         chosen: set[int] = set()
         if ids:
-            wanted = set(ids)
-            unknown = sorted(wanted - set(sid.tolist()))
+            wanted = list(dict.fromkeys(ids))
+            present = set(sid.tolist())
+            erased_before = {(sha[:16], n) for sha, n in erased_pairs(ledger)}
+            summary.already_erased = [i for i in wanted if i not in present and _id_parts(i) in erased_before]
+            unknown = [i for i in wanted if i not in present and i not in summary.already_erased]
             if unknown:
-                raise LedgerError(f"no row with signature_id {', '.join(unknown)}", file=str(ledger),
-                                  hint="copy the ids from `scan-pipeline ledger find`; nothing was erased")
+                raise PipelineError(f"no row with signature_id {', '.join(unknown)} in {ledger}",
+                                    hint="copy the ids from `scan-pipeline ledger find`; nothing was erased")
             chosen |= set(np.flatnonzero(pd.Series(sid).isin(wanted).to_numpy()).tolist())
         if name is not None:
-            chosen |= set(select_signer(df, name, postal_code, dedup_config))
+            signer = select_signer(df, name, postal_code, dedup_config)
+            chosen |= set(signer)
+            if postal_code:
+                near = near_signers(df, name, postal_code, chosen, dedup_config)
+                summary.near = [{"signature_id": df.at[i, "signature_id"], "name": df.at[i, "name"],
+                                 "postal_code": df.at[i, "postal_code"]} for i in near]
         gone = df.iloc[sorted(chosen)]
+        summary.erased_ids = gone["signature_id"].tolist()
+        summary.rows_erased = len(gone)
+        change = journal.Change(ledger, "erase")
         if gone.empty:
             summary.rows_total = len(df)
             return summary
-        append_audit(ledger, {
-            "action": "erase", "at": utc_timestamp(now),
-            "rows": [{"page_sha256": s, "row_number": int(r)}
-                     for s, r in zip(gone["page_sha256"], gone["row_number"], strict=True)],
-        })
-        summary.crops_removed = _remove_crops(ledger, gone)
+        summary.crops_removed = _stage_crop_removal(change, ledger, gone)
+        if outputs is not None:
+            summary.outputs = outputs(change, set(gone["signature_id"]), set(gone["page_sha256"]))
+        if dry_run:
+            change.abort()
+            summary.rows_total = len(df) - len(gone)
+            return summary
         rest = df.drop(index=gone.index).reset_index(drop=True)
         old_dup = rest["duplicate_of"].tolist()
         result = dedup.deduplicate(rest, dedup_config)
@@ -1279,6 +1413,11 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
         gone_ids = set(gone["signature_id"].tolist())
         summary.repointed = sum(1 for o, n in zip(old_dup, after["duplicate_of"].tolist(), strict=True)
                                 if o in gone_ids and o != n)
+        stage_audit(change, ledger, [{
+            "action": "erase", "at": utc_timestamp(now),
+            "rows": [{"page_sha256": s, "row_number": int(r)}
+                     for s, r in zip(gone["page_sha256"], gone["row_number"], strict=True)],
+        }])
         old_details, old_lines = _read_details_lines(paths.details)
         if old_details:
             kept = []
@@ -1288,11 +1427,58 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
                     found = result.candidates.get(s, [])
                     same = "duplicate_candidates" in obj and obj["duplicate_candidates"] == found
                     kept.append(obj if same else {**obj, "duplicate_candidates": found})
-            atomic_write(paths.details, details_text(kept, old_lines).encode("utf-8"))
-        write_ledger(after, ledger)
-        summary.rows_erased = len(gone)
+            change.write(paths.details, details_text(kept, old_lines).encode("utf-8"))
+        stage_ledger(change, after, ledger)
+        commit(change)
         summary.rows_total = len(after)
     return summary
+
+
+def stage_ledger(change: journal.Change, df: pd.DataFrame, path: Path) -> None:
+    """The ledger's new rows, validated, for the change."""
+    problems = validate_ledger_frame(df)
+    if problems:
+        raise LedgerError(_problem_list("refusing to write an invalid ledger", problems), file=str(path),
+                          hint="fix the listed values; the ledger on disk was not changed")
+    change.write(path, ledger_csv_text(df).encode("utf-8"))
+
+
+# --- the files the tool wrote for a ledger --------------------------------------------------------
+
+
+def output_record(kind: str, path: Path, *, ids: Iterable[str] = (), pages: Iterable[str] = ()) -> dict[str, Any]:
+    """What L.outputs.jsonl keeps of a file written for the ledger: what it is, where, and which
+    signatures (ids) and pages (their images) it shows, for erasure to reach it."""
+    return {"kind": kind, "path": os.path.abspath(path), "at": utc_timestamp(), "ids": sorted(set(ids)),
+            "pages": sorted(set(pages))}
+
+
+def stage_outputs(change: journal.Change, ledger: Path, records: Sequence[dict[str, Any]]) -> None:
+    if records:
+        change.append_lines(sidecar_paths(ledger).outputs, _jsonl(records))
+
+
+def record_outputs(ledger: Path, records: Sequence[dict[str, Any]], lock_timeout: float = 120.0) -> None:
+    """Add records to L.outputs.jsonl, in a change of their own."""
+    if not records:
+        return
+    with ledger_lock(ledger, timeout=lock_timeout):
+        change = journal.Change(ledger, "outputs")
+        stage_outputs(change, ledger, records)
+        commit(change)
+
+
+def read_outputs(ledger: Path) -> list[dict[str, Any]]:
+    """The records of L.outputs.jsonl, oldest first; a later record for the same path replaces it."""
+    text = _sidecar_text(sidecar_paths(ledger).outputs, "the list of outputs", "the files erasure must reach")
+    found: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and isinstance(obj.get("path"), str):
+                found.pop(obj["path"], None)
+                found[obj["path"]] = obj
+    return list(found.values())
 
 
 # --- merging ledgers ----------------------------------------------------------------------------
@@ -1354,8 +1540,9 @@ def _chosen_details(unique: pd.DataFrame, per_input: list[dict[str, dict[str, An
     return chosen
 
 
-def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30.0,
-                  dedup_config: DedupConfig | None = None, now: str | None = None) -> MergeSummary:
+def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 120.0,
+                  dedup_config: DedupConfig | None = None, now: str | None = None,
+                  wait: bool = False) -> MergeSummary:
     """Merge the ledgers of several groups into `out`, deduplicated across them.
 
     The same signature_id in two inputs is the same row, kept once. L.details.jsonl of the output
@@ -1367,7 +1554,8 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
     if not inputs:
         raise LedgerError("no input ledger to merge", hint="name at least one ledger CSV")
     t0 = time.perf_counter()
-    with ledger_lock(out, timeout=lock_timeout), dedup.gc_paused():
+    with run_lock(out, "scan-pipeline ledger merge", wait=wait), ledger_lock(out, timeout=lock_timeout), \
+            dedup.gc_paused():
         frames: list[pd.DataFrame] = []
         labels: list[str] = []
         input_details: list[dict[str, dict[str, Any]]] = []
@@ -1426,19 +1614,27 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 30
         if problems:
             raise LedgerError(_problem_list("refusing to write an invalid merged ledger", problems),
                               file=str(out), hint=_BUG_HINT)
-        if crop_roots:
-            summary.crops_copied = _copy_crops(after, sources, crop_roots, sidecar_paths(out).crops)
         _ensure_dir(out.parent)
-        text = _merged_details_text(after["signature_id"].tolist(), sources, details, result.candidates)
-        atomic_write(sidecar_paths(out).details, text.encode("utf-8"))
+        change = journal.Change(out, "merge")
+        crops = sidecar_paths(out).crops
+        have = {f"{crops.name}/{c.parent.name}/{c.name}" for c in crops.glob("*/*.png")} if crops.is_dir() else set()
+        if crop_roots:
+            copied = _copy_crops(change, after, sources, crop_roots, crops)
+            summary.crops_copied = len(copied)
+            have |= copied
+        text = _merged_details_text(after["signature_id"].tolist(), sources, details, result.candidates, crops, have)
+        change.write(sidecar_paths(out).details, text.encode("utf-8"))
         known = {json.dumps(r, sort_keys=True) for r in audit_records(out)} if out.exists() else set()
+        audit = []
         for record in erase_records:  # the output remembers every erasure of its inputs
             if json.dumps(record, sort_keys=True) not in known:
-                append_audit(out, record)
+                audit.append(record)
                 known.add(json.dumps(record, sort_keys=True))
-        append_audit(out, {"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
-                           "rows_read": summary.rows_read, "rows_written": len(after)})
-        _write_valid(after, out)
+        audit.append({"action": "merge", "at": utc_timestamp(now), "inputs": [str(p) for p in inputs],
+                      "rows_read": summary.rows_read, "rows_written": len(after)})
+        stage_audit(change, out, audit)
+        change.write(out, ledger_csv_text(after).encode("utf-8"))  # validated above
+        commit(change)
         summary.rows_total = len(after)
         summary.seconds["write"] = time.perf_counter() - t2
     summary.seconds["total"] = time.perf_counter() - t0
@@ -1482,7 +1678,8 @@ class _Sources:
 
 
 def _merged_details_text(ids: list[str], sources: _Sources, details: dict[str, dict[str, Any]],
-                         candidates: dict[str, list[str]]) -> str:
+                         candidates: dict[str, list[str]], crops: Path | None = None,
+                         have: set[str] = frozenset()) -> str:
     """L.details.jsonl of a merge: each row's details, where it came from and its duplicate candidates.
 
     The text json.dumps(obj, ensure_ascii=False) gives, line by line; rows without details of their
@@ -1502,12 +1699,18 @@ def _merged_details_text(ids: list[str], sources: _Sources, details: dict[str, d
             if obj is not None:
                 came = sorted(sources.inputs(int(codes[k]))) or obj.get("merged_from", [])
                 obj = {**obj, "merged_from": came, "duplicate_candidates": found[k] or []}
+                if obj.get("crops") and crops is not None:  # the input's paths, as the merged ledger has them
+                    moved = {c: f"{crops.name}/{Path(rel).parent.name}/{Path(rel).name}"
+                             for c, rel in obj["crops"].items() if isinstance(rel, str)}
+                    obj["crops"] = {c: rel for c, rel in moved.items() if rel in have}
                 lines[k] = json.dumps(obj, ensure_ascii=False) + "\n"
     return "".join(lines.tolist())
 
 
-def _copy_crops(df: pd.DataFrame, sources: _Sources, roots: dict[str, Path], target: Path) -> int:
-    copied = 0
+def _copy_crops(change: journal.Change, df: pd.DataFrame, sources: _Sources, roots: dict[str, Path],
+                target: Path) -> set[str]:
+    """The crops of the merged rows, from the input they came from; their paths as details name them."""
+    copied: set[str] = set()
     codes = sources.codes(df["signature_id"].tolist()).tolist()
     for code, sha, number in zip(codes, df["page_sha256"], df["row_number"], strict=True):
         for label in sources.inputs(code):
@@ -1518,10 +1721,9 @@ def _copy_crops(df: pd.DataFrame, sources: _Sources, roots: dict[str, Path], tar
             files = list(folder.glob(f"{int(number):02d}-*.png"))
             if not files:
                 continue
-            _ensure_dir(target / sha[:16])
             for f in files:
-                atomic_write(target / sha[:16] / f.name, f.read_bytes(), durable=False)
-                copied += 1
+                change.write(target / sha[:16] / f.name, f.read_bytes(), durable=False)
+                copied.add(f"{target.name}/{sha[:16]}/{f.name}")
             break
     return copied
 
@@ -1598,10 +1800,33 @@ def departement_chart(stats: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-def find_rows(df: pd.DataFrame, name: str, postal_code: str | None = None,
+def find_rows(df: pd.DataFrame, name: str | None, postal_code: str | None = None,
               cfg: DedupConfig | None = None) -> pd.DataFrame:
-    """Rows whose name matches `name` (at least the dedup's possible_score), best first, with a score column."""
-    hits = dedup.match_rows(df, name, postal_code, cfg=cfg)
+    """Rows whose name matches `name` (at least the dedup's possible_score), best first, with a score
+    column. A name of one word (a surname alone) matches any word of a row's name; no name: every
+    row of the postal code (score 100)."""
+    cfg = cfg or dedup.default_config().dedup
+    if not name:
+        codes = df["postal_code"].to_numpy(dtype=object)
+        hits = [(int(i), 100.0) for i in np.flatnonzero(codes == postal_code).tolist()] if postal_code else []
+    elif len(dedup.name_tokens(name)) == 1:
+        hits = _word_hits(df, dedup.name_tokens(name)[0], postal_code, cfg.possible_score)
+    else:
+        hits = dedup.match_rows(df, name, postal_code, cfg=cfg)
     found = df.iloc[[i for i, _ in hits]].copy()
     found.insert(0, "score", [s for _, s in hits])
     return found.reset_index(drop=True)
+
+
+def _word_hits(df: pd.DataFrame, word: str, postal_code: str | None, cutoff: float) -> list[tuple[int, float]]:
+    """Rows with a word of their name close to `word` (fuzzy ratio), best first."""
+    names = df["name"].to_numpy(dtype=object)
+    pool = np.arange(len(df))
+    if postal_code:
+        pool = np.flatnonzero(df["postal_code"].to_numpy(dtype=object) == postal_code)
+    code, distinct = pd.factorize(names[pool]) if pool.size else (np.zeros(0, np.int64), [])
+    best = {k: max((fuzz.ratio(word, t) for t in dedup.name_tokens(str(n))), default=0.0)
+            for k, n in enumerate(list(distinct))}
+    hits = [(int(pool[r]), float(best[c])) for r, c in enumerate(code.tolist()) if best[c] >= cutoff]
+    hits.sort(key=lambda h: (-h[1], h[0]))
+    return hits

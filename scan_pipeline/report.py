@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .errors import MissingDependencyError, OutputError
 from .flags import flag_words
-from .ledger import atomic_write, departement_chart, ledger_stats, read_ledger
+from .ledger import atomic_write, departement_chart, ledger_stats, output_record, read_ledger, record_outputs
 
 if TYPE_CHECKING:
     from .batch import BatchReport
@@ -154,6 +154,8 @@ scan-pipeline {_e(__version__)} · <span class="{'bad' if report.failures else '
 
 
 def write_report(path: Path, report: BatchReport, ledger: Path) -> None:
+    """Write the report, and list it among the ledger's outputs with the rows and pages it shows
+    (names of flagged rows, page thumbnails), so an erasure reaches it."""
     text = render_report(report, ledger)
     try:
         if path.parent:
@@ -162,3 +164,7 @@ def write_report(path: Path, report: BatchReport, ledger: Path) -> None:
     except OSError as exc:
         raise OutputError(f"cannot write the report {path}: {exc.strerror or exc}",
                           hint="check that the folder is writable") from exc
+    df = read_ledger(ledger)
+    rows = df[df["page_sha256"].isin(set(report.page_hashes)) & (df["flags"] != "")].head(MAX_FLAGGED_SHOWN)
+    record_outputs(ledger, [output_record("report", path, ids=rows["signature_id"].tolist(),
+                                          pages=[p.page_sha256 for p in report.pages if p.overlay_png])])

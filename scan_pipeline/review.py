@@ -37,22 +37,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import dedup
+from . import dedup, journal
 from .config import DedupConfig
 from .errors import LedgerError, OutputError, PipelineError, ReviewFileError
 from .flags import flag_words
 from .ledger import (
     LEDGER_COLUMNS,
     SIGNATURE_ID_PATTERN,
-    append_audit,
     atomic_write,
+    commit,
     details_text,
     ledger_lock,
+    output_record,
     read_details,
     read_ledger,
+    record_outputs,
     sidecar_paths,
+    stage_audit,
+    stage_ledger,
     utc_timestamp,
-    write_ledger,
 )
 from .postal import PostalList, load_postal_list
 from .text import drop_hidden, ledger_text, path_text
@@ -271,6 +274,11 @@ def export_review(ledger: Path, out: Path, *, all_rows: bool = False, limit: int
     wb.save(buffer)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, buffer.getvalue())
+    # listed among the ledger's outputs with every row it shows (a possible duplicate's too): an
+    # erasure blanks them there
+    shown = set(rows["signature_id"]) | {c for c in rows["duplicate_of"] if c} | {
+        c for s in rows["signature_id"] for c in details.get(s, {}).get("duplicate_candidates", [])[:1]}
+    record_outputs(ledger, [output_record("review", out, ids=shown, pages=set(rows["page_sha256"]))])
     return ExportSummary(out, len(rows), int((df["status"] == "review").sum()), counts[0], counts[1],
                          time.perf_counter() - start)
 
@@ -420,6 +428,44 @@ def _fill_review_sheet(ws: Any, lists: Any, rows: pd.DataFrame, by_id: pd.DataFr
     return images, missing
 
 
+def redact_workbook(path: Path, ids: set[str]) -> tuple[bytes, int]:
+    """The workbook with every trace of the given signatures blanked, and how many lines were theirs.
+
+    Their lines are emptied in place (cells, images, their dropdown options), not deleted, so what a
+    volunteer already typed on the other lines, and every image's anchor, stay as they were; a
+    line that showed one of them as its possible duplicate loses that name and image."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path)  # not read-only: images are kept
+    ws = wb[REVIEW_SHEET]
+    header = [str(c.value or "").strip().lower() for c in ws[1]]
+    at = {h: i for i, h in enumerate(header) if h}
+    image_cols = {at[k] for k in ("duplicate image",) if k in at}
+    lists = wb[LISTS_SHEET] if LISTS_SHEET in wb.sheetnames else None
+    blanked = 0
+    drop: set[tuple[int, int | None]] = set()  # (0-based row, column or None for the whole row)
+    for row in ws.iter_rows(min_row=2):
+        sid = str(row[at["signature_id"]].value or "").strip() if "signature_id" in at else ""
+        shown = str(row[at["possible duplicate of"]].value or "") if "possible duplicate of" in at else ""
+        r = row[0].row
+        if sid in ids:
+            for cell in row:
+                cell.value = None
+            if lists is not None:
+                for cell in next(lists.iter_rows(min_row=r, max_row=r), ()):
+                    cell.value = None
+            drop.add((r - 1, None))
+            blanked += 1
+        elif any(i in shown for i in ids):
+            row[at["possible duplicate of"]].value = None
+            drop |= {(r - 1, c) for c in image_cols}
+    ws._images = [im for im in ws._images if not ((im.anchor._from.row, None) in drop
+                                                  or (im.anchor._from.row, im.anchor._from.col) in drop)]
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    return buffer.getvalue(), blanked
+
+
 INSTRUCTIONS = (
     ("How to review", None),
     ("Each line of the sheet 'Review' is one signature the machine was unsure of. Look at the images "
@@ -501,7 +547,7 @@ def _fill_instructions(ws: Any, ledger: Path, rows: int, all_rows: bool) -> None
 # --- reading a returned file ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SheetCell:
     value: str  # as text ('' when empty)
     formula: bool = False  # the cell holds a formula (xlsx, ods)
@@ -551,93 +597,204 @@ def _not_review_file(path: Path, what: str) -> ReviewFileError:
                                 "saving as CSV, save the sheet 'Review', not the instructions")
 
 
+# A returned file is read within these bounds, well above a real workbook of 10,000 rows with its
+# images (docs/benchmarks.md), so that no file, however built, can take the machine's memory.
+MAX_LINES = 100_000  # lines with something in them, per sheet
+MAX_COLUMNS = 64  # cells read per line (the workbook has 21 columns)
+MAX_CELLS = 1_000_000  # cells with something in them, per sheet
+MAX_SHEET_XML = 256 << 20  # bytes of one sheet's XML, decompressed (streamed, never held whole)
+MAX_STRINGS_XML = 64 << 20  # bytes of an .xlsx's shared strings, decompressed (held whole by openpyxl)
+MAX_CSV_BYTES = 64 << 20
+MAX_PROBLEMS_SHOWN = 200  # problems listed in the error (the count says how many there are)
+
+
+_EMPTY = SheetCell("")
+
+
+def _too_big(path: Path, what: str) -> ReviewFileError:
+    return ReviewFileError(f"{what}: more than a review file holds, so it was not read", file=str(path),
+                           hint=f"import the workbook `scan-pipeline review export` wrote (at most {MAX_LINES:,} "
+                                "lines); split a bigger one into several files")
+
+
+def _check_zip(path: Path, limits: dict[str, int], default: int) -> None:
+    """Refuse a zip whose entries would decompress past the limits (their declared sizes bound what
+    zipfile ever decompresses: it stops reading an entry there)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ReviewFileError(f"cannot read the workbook: {exc}", file=str(path),
+                              hint="open it in LibreOffice or Excel and save it again") from exc
+    for info in entries:
+        if not info.filename.endswith(".xml"):
+            continue  # images are never decompressed by the import
+        limit = next((v for k, v in limits.items() if k in info.filename), default)
+        if info.file_size > limit:
+            raise _too_big(path, f"{info.filename} would take {info.file_size / 2**20:,.0f} MB once unpacked")
+
+
 def _read_xlsx(path: Path) -> ReviewTable:
     from openpyxl import load_workbook
+    from openpyxl.cell.read_only import EmptyCell
 
+    _check_zip(path, {"sharedStrings": MAX_STRINGS_XML}, MAX_SHEET_XML)
     try:
         wb = load_workbook(path, data_only=False, read_only=True)
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a damaged file
         raise ReviewFileError(f"cannot read the workbook: {exc}", file=str(path),
                               hint="open it in LibreOffice or Excel and save it again as .xlsx") from exc
+
+    def lines(ws: Any) -> list[tuple[int, list[SheetCell]]]:
+        ws.reset_dimensions()  # a claimed A1:XFD1048576 must not become a million empty rows
+        raw = []
+        cells_held = 0
+        for number, row in enumerate(ws.iter_rows(min_row=1, max_col=MAX_COLUMNS), start=1):
+            filled = [not isinstance(c, EmptyCell) and c.value is not None for c in row]
+            if not any(filled):
+                continue  # an empty line (or a gap in the file) changes nothing
+            if len(raw) >= MAX_LINES:
+                raise _too_big(path, f"sheet {ws.title!r} has more than {MAX_LINES:,} lines")
+            last = max(i for i, f in enumerate(filled) if f) + 1
+            cells_held += sum(filled)
+            if cells_held > MAX_CELLS:
+                raise _too_big(path, f"sheet {ws.title!r} has more than {MAX_CELLS:,} cells filled in")
+            raw.append((number, [SheetCell(_cell_text(c.value), getattr(c, "data_type", "") == "f") if f else _EMPTY
+                                 for c, f in zip(row[:last], filled, strict=False)]))
+        return raw
+
     try:
         reviewer = ""
         if INSTRUCTIONS_SHEET in wb.sheetnames:
-            for row in wb[INSTRUCTIONS_SHEET].iter_rows(min_row=1, max_row=12, max_col=2):
-                if len(row) == 2 and _cell_text(row[0].value).strip() == REVIEWER_LABEL:
-                    reviewer = _cell_text(row[1].value)
+            for _, cells in lines(wb[INSTRUCTIONS_SHEET])[:12]:
+                if len(cells) >= 2 and cells[0].value.strip() == REVIEWER_LABEL:
+                    reviewer = cells[1].value
         order = [REVIEW_SHEET] + [n for n in wb.sheetnames if n != REVIEW_SHEET]
         for name in order:
             if name not in wb.sheetnames or name == LISTS_SHEET:
                 continue
-            raw = []
-            for row in wb[name].iter_rows():
-                cells = [SheetCell(_cell_text(c.value), getattr(c, "data_type", "") == "f") for c in row]
-                if cells:
-                    raw.append((row[0].row, cells))
-            table = _table(path, raw, reviewer)
+            table = _table(path, lines(wb[name]), reviewer)
             if table is not None:
                 return table
+    except ReviewFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a sheet openpyxl cannot parse
+        raise ReviewFileError(f"cannot read the workbook: {type(exc).__name__}: {exc}", file=str(path),
+                              hint="open it in LibreOffice or Excel and save it again as .xlsx") from exc
     finally:
         wb.close()
     raise _not_review_file(path, "no sheet")
 
 
-def _read_ods(path: Path) -> ReviewTable:
-    from odf import teletype
-    from odf.opendocument import load
-    from odf.table import CoveredTableCell, Table, TableCell, TableRow
-    from odf.text import P
+_ODS_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_ODS_OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+_ODS_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
 
+
+def _ods_text(cell: Any) -> str:
+    """The text of an .ods cell: its paragraphs, with spaces, tabs and line breaks as written."""
+    def walk(el: Any) -> str:
+        out = [el.text or ""]
+        for child in el:
+            tag = child.tag
+            if tag == f"{_ODS_TEXT}s":
+                out.append(" " * int(child.get(f"{_ODS_TEXT}c", "1") or 1))
+            elif tag == f"{_ODS_TEXT}tab":
+                out.append("\t")
+            elif tag == f"{_ODS_TEXT}line-break":
+                out.append("\n")
+            else:
+                out.append(walk(child))
+            out.append(child.tail or "")
+        return "".join(out)
+
+    return "\n".join(walk(p) for p in cell.iter(f"{_ODS_TEXT}p"))
+
+
+def _ods_cell(cell: Any) -> SheetCell:
+    kind = cell.get(f"{_ODS_OFFICE}value-type") or ""
+    formula = bool(cell.get(f"{_ODS_TABLE}formula"))
+    if kind in ("float", "percentage", "currency"):
+        try:
+            value = _cell_text(float(cell.get(f"{_ODS_OFFICE}value") or "nan"))
+        except ValueError:
+            value = _ods_text(cell)
+    elif kind == "date":
+        value = cell.get(f"{_ODS_OFFICE}date-value") or ""
+    elif kind == "boolean":
+        value = cell.get(f"{_ODS_OFFICE}boolean-value") or ""
+    else:
+        value = _ods_text(cell)
+    return SheetCell(value, formula)
+
+
+def _read_ods(path: Path) -> ReviewTable:
+    """An .ods read as a stream (content.xml is never held whole): its sheets' lines, within bounds."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    _check_zip(path, {}, MAX_SHEET_XML)
+    tables: dict[str, list[tuple[int, list[SheetCell]]]] = {}
     try:
-        doc = load(str(path))
-    except Exception as exc:  # noqa: BLE001 - odfpy raises zipfile and XML errors
+        with zipfile.ZipFile(path) as z, z.open("content.xml") as content:
+            current: list[tuple[int, list[SheetCell]]] | None = None
+            number = held = 0
+            depth = 0  # inside a row (nested tables are not a review sheet's)
+            for event, el in ET.iterparse(content, events=("start", "end")):
+                tag = el.tag
+                if event == "start":
+                    if tag == f"{_ODS_TABLE}table" and depth == 0:
+                        current, number, held = [], 0, 0
+                        tables[el.get(f"{_ODS_TABLE}name") or f"sheet {len(tables) + 1}"] = current
+                    elif tag == f"{_ODS_TABLE}table-row":
+                        depth += 1
+                    continue
+                if tag == f"{_ODS_TABLE}table-row":
+                    depth -= 1
+                    repeat = int(el.get(f"{_ODS_TABLE}number-rows-repeated") or 1)
+                    cells: list[SheetCell] = []
+                    for cell in el:
+                        if cell.tag not in (f"{_ODS_TABLE}table-cell", f"{_ODS_TABLE}covered-table-cell"):
+                            continue
+                        n = int(cell.get(f"{_ODS_TABLE}number-columns-repeated") or 1)
+                        value = _ods_cell(cell)
+                        cells += [value] * max(0, min(n, MAX_COLUMNS - len(cells)))  # trailing empties: one huge repeat
+                        if len(cells) >= MAX_COLUMNS:
+                            break
+                    while cells and not cells[-1].value and not cells[-1].formula:
+                        cells.pop()
+                    el.clear()
+                    if current is None:
+                        continue
+                    if not cells:  # empty rows (often repeated a million times) only move the count
+                        number += repeat
+                        continue
+                    if len(current) + repeat > MAX_LINES:
+                        raise _too_big(path, f"a sheet has more than {MAX_LINES:,} lines")
+                    held += repeat * sum(1 for c in cells if c.value or c.formula)
+                    if held > MAX_CELLS:
+                        raise _too_big(path, f"a sheet has more than {MAX_CELLS:,} cells filled in")
+                    for _ in range(repeat):
+                        number += 1
+                        current.append((number, cells))
+                elif tag == f"{_ODS_TABLE}table" and depth == 0:
+                    current = None
+                    el.clear()
+    except ReviewFileError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError, ValueError) as exc:
         raise ReviewFileError(f"cannot read the spreadsheet: {exc}", file=str(path),
                               hint="open it in LibreOffice and save it again as .ods or .xlsx") from exc
-
-    def cell_of(cell: Any) -> SheetCell:
-        kind = cell.getAttribute("valuetype") or ""
-        formula = bool(cell.getAttribute("formula"))
-        if kind in ("float", "percentage", "currency"):
-            value = _cell_text(float(cell.getAttribute("value")))
-        elif kind == "date":
-            value = cell.getAttribute("datevalue") or ""
-        elif kind == "boolean":
-            value = cell.getAttribute("booleanvalue") or ""
-        else:
-            value = "\n".join(teletype.extractText(p) for p in cell.getElementsByType(P))
-        return SheetCell(value, formula)
-
-    def rows_of(table: Any) -> list[tuple[int, list[SheetCell]]]:
-        out, number = [], 0
-        for row in table.getElementsByType(TableRow):
-            repeat = int(row.getAttribute("numberrowsrepeated") or 1)
-            cells: list[SheetCell] = []
-            for cell in row.childNodes:
-                if cell.qname not in (TableCell().qname, CoveredTableCell().qname):
-                    continue
-                n = int(cell.getAttribute("numbercolumnsrepeated") or 1)
-                value = cell_of(cell)
-                cells += [value] * min(n, 64)  # trailing empty cells come as one huge repeat
-            while cells and not cells[-1].value and not cells[-1].formula:
-                cells.pop()
-            if not cells:  # empty rows (often repeated a million times) only move the count
-                number += repeat
-                continue
-            for _ in range(repeat):
-                number += 1
-                out.append((number, cells))
-        return out
-
-    tables = {t.getAttribute("name"): t for t in doc.spreadsheet.getElementsByType(Table)}
     reviewer = ""
-    if INSTRUCTIONS_SHEET in tables:
-        for _, cells in rows_of(tables[INSTRUCTIONS_SHEET])[:12]:
-            if len(cells) >= 2 and cells[0].value.strip() == REVIEWER_LABEL:
-                reviewer = cells[1].value
+    for _, cells in tables.get(INSTRUCTIONS_SHEET, [])[:12]:
+        if len(cells) >= 2 and cells[0].value.strip() == REVIEWER_LABEL:
+            reviewer = cells[1].value
     order = [REVIEW_SHEET] + [n for n in tables if n != REVIEW_SHEET]
     for name in order:
         if name in tables and name != LISTS_SHEET:
-            table = _table(path, rows_of(tables[name]), reviewer)
+            table = _table(path, tables[name], reviewer)
             if table is not None:
                 return table
     raise _not_review_file(path, "no sheet")
@@ -657,6 +814,8 @@ def _decode_text(raw: bytes) -> str:
 
 def _read_csv(path: Path) -> ReviewTable:
     try:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise _too_big(path, f"the file is {path.stat().st_size / 2**20:,.0f} MB")
         text = _decode_text(path.read_bytes())
     except (OSError, UnicodeDecodeError) as exc:
         raise ReviewFileError(f"cannot read the file: {exc}", file=str(path),
@@ -665,9 +824,17 @@ def _read_csv(path: Path) -> ReviewTable:
     delimiter = max((";", ",", "\t"), key=first.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     raw: list[tuple[int, list[SheetCell]]] = []
+    held = 0
     try:
         for number, record in enumerate(reader, start=1):
-            raw.append((number, [SheetCell(v) for v in record]))
+            if not any(v.strip() for v in record):
+                continue
+            if len(raw) >= MAX_LINES:
+                raise _too_big(path, f"the file has more than {MAX_LINES:,} lines")
+            held += min(len(record), MAX_COLUMNS)
+            if held > MAX_CELLS:
+                raise _too_big(path, f"the file has more than {MAX_CELLS:,} cells")
+            raw.append((number, [SheetCell(v) if v else _EMPTY for v in record[:MAX_COLUMNS]]))
     except csv.Error as exc:
         raise ReviewFileError(f"line {reader.line_num}: not readable as CSV ({exc})", file=str(path),
                               hint="save the sheet 'Review' again as CSV from the spreadsheet program") from exc
@@ -1161,9 +1328,10 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
         problems += conflicts
         if problems and not skip_invalid:
             shown = sorted(problems, key=lambda p: (p.sheet_row or 0, p.message))
+            more = f"\n  ... and {len(shown) - MAX_PROBLEMS_SHOWN} more" if len(shown) > MAX_PROBLEMS_SHOWN else ""
             raise ReviewFileError(
                 f"{len(problems)} line(s) cannot be applied, so nothing was changed:\n  "
-                + "\n  ".join(map(shown_problem, shown)), file=path_text(str(path)),
+                + "\n  ".join(map(shown_problem, shown[:MAX_PROBLEMS_SHOWN])) + more, file=path_text(str(path)),
                 hint="fix these lines in the spreadsheet and import it again, or pass --skip-invalid to apply "
                      "the other lines now")
         if conflicts:  # skip_invalid: plan again without the lines in conflict
@@ -1193,15 +1361,17 @@ def import_review(path: Path, ledger: Path, *, reviewer: str | None = None, dry_
                 if s in decisions:
                     obj["decision"] = decisions[s]
                 updated.append(obj)
+            change = journal.Change(ledger, "review")
             if updated != list(details.values()):
-                atomic_write(paths.details, details_text(updated).encode("utf-8"))
-            append_audit(ledger, {
+                change.write(paths.details, details_text(updated).encode("utf-8"))
+            stage_audit(change, ledger, [{
                 "action": "review_import", "at": at, "by": who, "file": path.name,
                 "rows": [{"signature_id": c.signature_id, "sheet_row": c.sheet_row, "decision": c.decision,
                           "changed": list(c.changed), "status": c.status} for c in changes if c.sheet_row],
                 "deduplication": [c.signature_id for c in changes if c.sheet_row is None],
-            })
-            write_ledger(after, ledger)
+            }])
+            stage_ledger(change, after, ledger)
+            commit(change)
             summary.written = True
     summary.seconds = time.perf_counter() - start
     return summary

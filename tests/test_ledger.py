@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from scan_pipeline import ledger as L
-from scan_pipeline.errors import LedgerError, LedgerLockedError, OutputError
+from scan_pipeline.errors import LedgerError, LedgerLockedError, OutputError, PipelineError
 from scan_pipeline.records import EMPTY_FIELD, FieldReading, PageIssue, PageRef, PageResult, RowReading
 from scan_pipeline.text import is_safe_text, path_bytes
 
@@ -319,8 +319,10 @@ def test_crops_written_where_said(tmp_path: Path) -> None:
         "03-code_postal.png", "03-nom.png", "12-code_postal.png", "12-nom.png"]
     assert (folder / "03-nom.png").read_bytes() == PNG + b"name3"
     assert (folder / "12-code_postal.png").read_bytes() == PNG + b"cp12"
-    assert L.write_crops(ledger, result) == [folder / "03-nom.png", folder / "03-code_postal.png",
-                                             folder / "12-nom.png", folder / "12-code_postal.png"]
+    details = L.read_details(L.sidecar_paths(ledger).details)
+    folder = f"L.crops/{sha('p1')[:16]}"
+    assert details[L.signature_id(sha("p1"), 12)]["crops"] == {"nom": f"{folder}/12-nom.png",
+                                                               "code_postal": f"{folder}/12-code_postal.png"}
 
 
 # --- deduplication --------------------------------------------------------------------------------
@@ -794,8 +796,9 @@ def test_erase_works_without_crops_and_sidecars(tmp_path: Path) -> None:
     summary = L.erase_rows(ledger, name="Marie DUPONT", postal_code="01000")
     assert summary.rows_erased == 1 and summary.crops_removed == 0
     assert L.read_ledger(ledger)["name"].tolist() == ["Jean Martin"]
-    with pytest.raises(LedgerError, match="no row with signature_id"):
+    with pytest.raises(PipelineError, match="no row with signature_id") as info:
         L.erase_rows(ledger, ids=["0123456789abcdef-01"])
+    assert info.value.exit_code == 2
 
 
 def test_second_writer_waits_for_the_first(tmp_path: Path) -> None:
