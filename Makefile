@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO := build/demo
 
-.PHONY: install demo test bench bench-ledger lint check samples clean
+.PHONY: install demo test bench bench-ledger lint docs check samples clean
 
 install: $(STAMP)
 	@bash scripts/install_system_deps.sh
@@ -40,8 +40,14 @@ ROWS ?= 1000000
 bench-ledger: install
 	$(PY) scripts/bench_ledger.py --rows $(ROWS) --out bench-ledger.json
 
+# ruff, mypy (strict on core/), and docs/cli.md current with the code
 lint: install
 	$(VENV)/bin/ruff check scan_pipeline tests scripts
+	$(VENV)/bin/mypy
+	$(PY) scripts/cli_docs.py --check
+
+docs: install
+	$(PY) scripts/cli_docs.py
 
 check: lint test
 

@@ -1,3 +1,3 @@
-from .cli import run
+from scan_pipeline.cli import run
 
 run()

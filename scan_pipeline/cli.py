@@ -14,20 +14,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__
-from .errors import EXIT_CODE_HELP, ExitCode, PipelineError
-from .synth import FORMATS, MODES
-from .text import display_path, printable
+from scan_pipeline import __version__
+from scan_pipeline.core.errors import EXIT_CODE_HELP, ExitCode, PipelineError
+from scan_pipeline.core.text import display_path, printable
+from scan_pipeline.synth.samples import FORMATS, MODES
 
 # no markup unless asked for: a path or a reading may hold [brackets]
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -87,7 +80,7 @@ def main(
                                           help="Show the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage (may show names).")] = False,
 ) -> None:
-    from .logs import configure_logging
+    from scan_pipeline.core.logs import configure_logging
 
     configure_logging(logging.DEBUG if verbose else logging.WARNING)
 
@@ -133,9 +126,10 @@ def process(
     """
     import signal
 
-    from .batch import check_executor, default_workers, run_batch
-    from .config import load_config
-    from .template import load_template
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.core.template import load_template
+    from scan_pipeline.run.batch import run_batch
+    from scan_pipeline.run.pool import check_executor, default_workers
 
     tpl = load_template(template)
     cfg = load_config(config)
@@ -170,7 +164,7 @@ def process(
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     _print_summary(report, ledger, debug_dir)
     if report_html is not None:
-        from .report import write_report
+        from scan_pipeline.report.html import write_report
 
         write_report(report_html, report, ledger)
         err.print(f"report:   {display_path(report_html)}")
@@ -227,8 +221,8 @@ def sheet_blank(
     dpi: Annotated[int, typer.Option(min=100, max=600, help="Print resolution.")] = 300,
 ) -> None:
     """Write the empty sheet (every page, A4) as a PDF ready to print."""
-    from .sheet import write_blank_sheet
-    from .template import load_template
+    from scan_pipeline.core.template import load_template
+    from scan_pipeline.synth.sheet import write_blank_sheet
 
     pages = write_blank_sheet(load_template(template), out_pdf, dpi)
     err.print(f"wrote {display_path(out_pdf)} ({pages} pages)")
@@ -240,7 +234,7 @@ def sheet_validate(
     template: Annotated[Path, typer.Argument(help="Template JSON to check.", show_default=False)],
 ) -> None:
     """Check a template against schemas/template.schema.json; list every problem with its JSON path."""
-    from .template import load_template
+    from scan_pipeline.core.template import load_template
 
     tpl = load_template(template)
     rows = _ranges(n for _, r in tpl.blocks for n in r)
@@ -286,8 +280,8 @@ def samples_generate(
     template: TemplateOpt = None,
 ) -> None:
     """Render filled sheets (invented people) and OUT_DIR/truth.json, for tests and benchmarks."""
-    from .synth import NameCrops, generate
-    from .template import load_template
+    from scan_pipeline.core.template import load_template
+    from scan_pipeline.synth.samples import NameCrops, generate
 
     chosen_modes = _choices(modes, MODES, "--modes")
     chosen_formats = _choices(formats, FORMATS, "--formats")
@@ -304,7 +298,7 @@ def samples_generate(
 @handles_errors
 def config_show(config: ConfigOpt = None) -> None:
     """Print the bundled thresholds (with their meaning), or check and print an override file."""
-    from .config import bundled_config_text, load_config
+    from scan_pipeline.core.config import bundled_config_text, load_config
 
     if config is None:
         out.print(bundled_config_text(), markup=False, end="")
@@ -318,8 +312,8 @@ def ledger_validate(
     ledger: Annotated[Path, typer.Argument(help="The ledger CSV.", show_default=False)],
 ) -> None:
     """Check a ledger against schemas/ledger.schema.json; list every problem with its row and column."""
-    from .errors import LedgerError
-    from .ledger import read_ledger
+    from scan_pipeline.core.errors import LedgerError
+    from scan_pipeline.ledger.store import read_ledger
 
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
@@ -343,8 +337,8 @@ def ledger_merge(
     Into an existing OUT, its rows and the decisions made on it are kept; the most recently
     reviewed version of a row wins.
     """
-    from .config import load_config
-    from .ledger import merge_ledgers
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.ledger.merge import merge_ledgers
 
     summary = merge_ledgers(inputs, out_csv, dedup_config=load_config(config).dedup, wait=wait)
     err.print(f"{summary.inputs} ledger(s), {summary.rows_read} row(s) read, {summary.same_rows} present in "
@@ -370,8 +364,9 @@ def ledger_stats_cmd(
 
     from rich.table import Table
 
-    from .errors import LedgerError
-    from .ledger import departement_chart, ledger_stats, read_ledger
+    from scan_pipeline.core.errors import LedgerError
+    from scan_pipeline.ledger.stats import departement_chart, ledger_stats
+    from scan_pipeline.ledger.store import read_ledger
 
     if not ledger.exists():
         raise LedgerError(f"{ledger} does not exist", hint="give the path of a ledger CSV")
@@ -400,7 +395,7 @@ def _postal_option(code: str | None) -> str | None:
     """A --postal-code given: five digits, a French postal code (else a usage error, exit 2)."""
     if code is None:
         return None
-    from .postal import load_postal_list
+    from scan_pipeline.core.postcodes import load_postal_list
 
     code = code.strip()
     if not (len(code) == 5 and code.isdigit()):
@@ -424,9 +419,10 @@ def ledger_find(
 
     This command shows names: you asked for them.
     """
-    from .config import load_config
-    from .errors import LedgerError
-    from .ledger import find_rows, read_ledger
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.core.errors import LedgerError
+    from scan_pipeline.ledger.find import find_rows
+    from scan_pipeline.ledger.store import read_ledger
 
     if not name and not postal_code:
         raise typer.BadParameter("give --name NAME, --postal-code CODE, or both")
@@ -463,8 +459,9 @@ def ledger_erase(
     With --name, close names of the same postal code are listed, not erased: erase them by --id
     if they are the same person. This command shows names: you asked for them.
     """
-    from .config import load_config
-    from .erasure import erase
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.ledger.erase import erase
+    from scan_pipeline.review.redact import redact_workbook
 
     if not ids and not name:
         raise typer.BadParameter("give --id ID (one or more) or --name NAME --postal-code CODE")
@@ -472,7 +469,7 @@ def ledger_erase(
         raise typer.BadParameter("--name needs --postal-code (so that only that signer is erased)")
     postal_code = _postal_option(postal_code)
     summary = erase(ledger, ids=tuple(ids or ()), name=name, postal_code=postal_code, dry_run=dry_run,
-                    dedup_config=load_config(config).dedup)
+                    dedup_config=load_config(config).dedup, redact=redact_workbook)
     would = "would be " if dry_run else ""
     for sid in summary.already_erased:
         err.print(f"skipped: {sid} was erased before")
@@ -512,7 +509,7 @@ def review_export(
     yellow cells to correct name, postal_code, signature and choose a decision. It opens in
     LibreOffice and Excel; send it back and run `scan-pipeline review import`.
     """
-    from .review import export_review
+    from scan_pipeline.review.export import export_review
 
     summary = export_review(ledger, out_xlsx, all_rows=all_rows, limit=limit, force=force)
     missing = f", {summary.images_missing} image(s) missing" if summary.images_missing else ""
@@ -541,8 +538,9 @@ def review_import(
     spreadsheet row and nothing is applied (exit 7), unless --skip-invalid. Importing the same
     file twice changes nothing.
     """
-    from .config import load_config
-    from .review import import_review, shown_problem
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.review.apply import import_review
+    from scan_pipeline.review.checks import shown_problem
 
     summary = import_review(review_file, ledger, reviewer=reviewer, dry_run=dry_run, skip_invalid=skip_invalid,
                             dedup_config=load_config(config).dedup)

@@ -30,13 +30,14 @@ import shutil
 import subprocess
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from scan_pipeline.core.text import fold
 
 try:
     from rapidfuzz.distance import Levenshtein as _Levenshtein
@@ -60,7 +61,7 @@ GROUPS = ("overall", *MODES)
 NAME_GROUPS = ("font names", "real names")  # rows by how their name was written (truth's name_source)
 NAMES_DEV = REPO.parent / "shared" / "data" / "names-dev"  # real handwritten words; never copied into the repo
 try:  # the pipeline renders PDF pages at this resolution
-    from scan_pipeline.load import PDF_DPI as PIPELINE_DPI
+    from scan_pipeline.page.load import PDF_DPI as PIPELINE_DPI
 except ImportError:  # scoring without the package installed
     PIPELINE_DPI = 200
 A4_WIDTH_IN = 210 / 25.4  # photo-mode PDFs are saved at (image width / paper width) dpi
@@ -99,10 +100,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 
 def normalise_name(name: str) -> str:
     """Comparison form of a name: upper case, no accents, single spaces, words sorted."""
-    text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c)).upper()
-    text = text.replace("Œ", "OE").replace("Æ", "AE")  # not decomposed by NFKD
-    return " ".join(sorted(text.split()))
+    return " ".join(sorted(fold(name).split()))
 
 
 def name_cer(found: str, truth: str) -> float:

@@ -30,14 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scan_pipeline import dedup, synth_signers
-from scan_pipeline import ledger as L
-from scan_pipeline.postal import load_postal_list
+from scan_pipeline.core.postcodes import load_postal_list
+from scan_pipeline.ledger import dedup
+from scan_pipeline.ledger.schema import LEDGER_COLUMNS
+from scan_pipeline.ledger.store import write_ledger
+from scan_pipeline.synth import signers as synth_signers
 
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from scan_pipeline.ledger import merge_ledgers
+from scan_pipeline.ledger.merge import merge_ledgers
 start = time.perf_counter()
 summary = merge_ledgers([Path(p) for p in sys.argv[2:]], Path(sys.argv[1]))
 print(json.dumps({"wall_seconds": time.perf_counter() - start, "rows_total": summary.rows_total,
@@ -67,7 +69,7 @@ def ledger_frame(rows: list[tuple[int, str, str]], seed: int) -> pd.DataFrame:
         "postal_confidence": ["0.950"] * n, "postal_valid": ["true"] * n, "commune": [""] * n,
         "signature": ["signed"] * n, "status": ["ok"] * n, "flags": [""] * n, "duplicate_of": [""] * n,
         "page_sha256": sha, "processed_at": minutes, "reviewed_by": [""] * n, "reviewed_at": [""] * n,
-    }, columns=list(L.LEDGER_COLUMNS), dtype=str)
+    }, columns=list(LEDGER_COLUMNS), dtype=str)
 
 
 def quality(codes: list[str]) -> dict[str, dict]:
@@ -98,8 +100,8 @@ def speed(codes: list[str], rows_wanted: int) -> dict:
     both = rnd.random(len(df)) < 0.01
     with tempfile.TemporaryDirectory() as tmp:
         a, b, out = Path(tmp) / "A.csv", Path(tmp) / "B.csv", Path(tmp) / "M.csv"
-        L.write_ledger(df[in_a | both].reset_index(drop=True), a)
-        L.write_ledger(df[~in_a | both].reset_index(drop=True), b)
+        write_ledger(df[in_a | both].reset_index(drop=True), a)
+        write_ledger(df[~in_a | both].reset_index(drop=True), b)
         generated = time.perf_counter() - start
         print(f"generated {len(df)} rows in two ledgers ({a.stat().st_size + b.stat().st_size} bytes) "
               f"in {generated:.1f} s; merging...")

@@ -33,11 +33,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from rapidfuzz.distance import Levenshtein  # noqa: E402
 
-from scan_pipeline import names  # noqa: E402
-from scan_pipeline.config import load_config  # noqa: E402
-from scan_pipeline.engines import rapid_engine, tesseract_engine  # noqa: E402
-from scan_pipeline.errors import MissingDependencyError  # noqa: E402
-from scan_pipeline.lexicon import fold, load_lexicon  # noqa: E402
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.errors import MissingDependencyError
+from scan_pipeline.core.text import fold
+from scan_pipeline.read import names
+from scan_pipeline.read.engines import rapid_engine, tesseract_engine
+from scan_pipeline.read.lexicon import load_lexicon
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "names-dev"
 
@@ -136,16 +137,16 @@ class _NoPostal:
     commune = ""
 
     def to_field(self):
-        from scan_pipeline.records import FieldReading
+        from scan_pipeline.core.records import FieldReading
 
         return FieldReading("", "", 0.0, "reject")
 
 
 def run_sheets(args: argparse.Namespace) -> dict:
-    from scan_pipeline.batch import run_batch
-    from scan_pipeline.pipeline import WorkerContext
-    from scan_pipeline.synth import generate
-    from scan_pipeline.template import load_template
+    from scan_pipeline.core.template import load_template
+    from scan_pipeline.run.batch import run_batch
+    from scan_pipeline.run.process import WorkerContext
+    from scan_pipeline.synth.samples import generate
 
     out = Path(args.out)
     if not (out / "truth.json").exists():
@@ -154,7 +155,7 @@ def run_sheets(args: argparse.Namespace) -> dict:
     ledger = out.with_suffix(".csv")
     for p in (ledger, ledger.with_suffix(".details.jsonl"), ledger.with_suffix(".pages.jsonl")):
         p.unlink(missing_ok=True)
-    from scan_pipeline import pipeline
+    from scan_pipeline.run import process as pipeline
 
     ctx = WorkerContext.build()
     second = rapid_engine()
@@ -172,8 +173,8 @@ def run_sheets(args: argparse.Namespace) -> dict:
     pipeline.read_postal = read_postal
     if "row_ink" not in pipeline.read_row.__code__.co_names:
         # until pipeline.read_row takes the row's ink from its cut cells (cells.row_ink)
-        from scan_pipeline.cells import row_ink
-        from scan_pipeline.signature import signature_state
+        from scan_pipeline.page.cells import row_ink
+        from scan_pipeline.read.signature import signature_state
 
         cut: dict[str, object] = {}
         real_read_row = pipeline.read_row
@@ -219,7 +220,7 @@ def run_sheets(args: argparse.Namespace) -> dict:
 def _row_cells(name_png: Path, margin: float):
     """A row's cut cells back from the crops the pipeline wrote (each cut with `margin` of the row height
     around its cell), for cells.row_ink as the pipeline calls it."""
-    from scan_pipeline.records import Box, RowCells
+    from scan_pipeline.core.records import Box, RowCells
 
     crops, boxes = [], []
     for column in ("name", "postal_code", "signature"):
@@ -232,8 +233,8 @@ def _row_cells(name_png: Path, margin: float):
 
 def run_speed(args: argparse.Namespace) -> dict:
     """Name + signature per written row on one core, on crops the pipeline wrote (`process` first)."""
-    from scan_pipeline.cells import row_ink
-    from scan_pipeline.signature import signature_state
+    from scan_pipeline.page.cells import row_ink
+    from scan_pipeline.read.signature import signature_state
 
     crops = sorted(Path(args.crops).glob("*/*-name.png"))[:args.limit or 200]
     config = load_config()

@@ -40,8 +40,11 @@ from typing import Any
 
 import pandas as pd
 
-from scan_pipeline import ledger as L
-from scan_pipeline import review
+from scan_pipeline.ledger.paths import sidecar_paths, signature_id
+from scan_pipeline.ledger.sidecars import read_details
+from scan_pipeline.ledger.store import read_ledger, write_ledger
+from scan_pipeline.review.export import export_review
+from scan_pipeline.review.sheet import COLUMNS, INSTRUCTIONS_SHEET, REVIEW_SHEET
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_script", REPO / "scripts" / "bench.py")
@@ -73,7 +76,7 @@ def convert(source: Path, target_format: str, outdir: Path, profile: Path, timeo
            "--outdir", str(outdir), str(source)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if target_format == "csv":  # a chosen sheet is written as NAME-SHEET.csv
-        found = outdir / f"{source.stem}-{review.REVIEW_SHEET}.csv"
+        found = outdir / f"{source.stem}-{REVIEW_SHEET}.csv"
     else:
         found = outdir / f"{source.stem}.{target_format}"
     if done.returncode != 0 or not found.exists():
@@ -89,10 +92,10 @@ def render_png(xlsx: Path, png: Path, profile: Path, *, lines: int = 7, dpi: int
     work = Path(tempfile.mkdtemp(prefix="review-render-"))
     try:
         wb = load_workbook(xlsx)
-        wb[review.INSTRUCTIONS_SHEET].sheet_state = "hidden"  # hidden sheets are not printed
-        ws = wb[review.REVIEW_SHEET]
-        wb.active = wb.sheetnames.index(review.REVIEW_SHEET)
-        ws.print_area = f"A1:{ws.cell(row=1, column=len(review.COLUMNS) - 1).column_letter}{lines + 1}"
+        wb[INSTRUCTIONS_SHEET].sheet_state = "hidden"  # hidden sheets are not printed
+        ws = wb[REVIEW_SHEET]
+        wb.active = wb.sheetnames.index(REVIEW_SHEET)
+        ws.print_area = f"A1:{ws.cell(row=1, column=len(COLUMNS) - 1).column_letter}{lines + 1}"
         ws.page_setup.orientation = "landscape"
         ws.page_setup.paperSize = ws.PAPERSIZE_A3
         ws.sheet_properties.pageSetUpPr.fitToPage = True
@@ -159,12 +162,12 @@ def grow_ledger(ledger: Path, target: Path, rows: int) -> int:
     Copies keep their readings, details and real crops (so the workbook weighs what a real one
     does); they are not deduplicated (the same names would otherwise all become duplicates).
     """
-    df = L.read_ledger(ledger)
+    df = read_ledger(ledger)
     flagged = df[df["status"] == "review"].reset_index(drop=True)
     if flagged.empty:
         raise SystemExit("the ledger has no row to review")
-    details = L.read_details(L.sidecar_paths(ledger).details)
-    src_crops, dst_crops = L.sidecar_paths(ledger).crops, L.sidecar_paths(target).crops
+    details = read_details(sidecar_paths(ledger).details)
+    src_crops, dst_crops = sidecar_paths(ledger).crops, sidecar_paths(target).crops
     frames, out_details = [], []
     copy = 0
     while sum(len(f) for f in frames) < rows:
@@ -174,7 +177,7 @@ def grow_ledger(ledger: Path, target: Path, rows: int) -> int:
             if (src_crops / old[:16]).is_dir():
                 shutil.copytree(src_crops / old[:16], dst_crops / new[:16], dirs_exist_ok=True)
         part["page_sha256"] = part["page_sha256"].map(new_sha)
-        part["signature_id"] = [L.signature_id(s, int(r)) for s, r in zip(part["page_sha256"], part["row_number"])]
+        part["signature_id"] = [signature_id(s, int(r)) for s, r in zip(part["page_sha256"], part["row_number"])]
         part["source_file"] = f"copy{copy}/" + part["source_file"]
         part["flags"] = part["flags"].str.replace(";row_possible_duplicate", "").str.replace(
             "row_possible_duplicate", "")
@@ -188,8 +191,8 @@ def grow_ledger(ledger: Path, target: Path, rows: int) -> int:
     grown = pd.concat(frames, ignore_index=True).iloc[:rows].reset_index(drop=True)
     keep = set(grown["signature_id"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    L.write_ledger(grown, target)
-    L.sidecar_paths(target).details.write_text(
+    write_ledger(grown, target)
+    sidecar_paths(target).details.write_text(
         "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in out_details if o["signature_id"] in keep),
         encoding="utf-8")
     return len(grown)
@@ -233,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         corpus, ledger = make_corpus(work, args.sheets, args.seed)
 
     truth = json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
-    df = L.read_ledger(ledger)
-    details = L.read_details(L.sidecar_paths(ledger).details)
+    df = read_ledger(ledger)
+    details = read_details(sidecar_paths(ledger).details)
     look = one_look(truth, df, details, corpus)
 
     big = work / "export" / "ledger.csv"
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     grow_ledger(ledger, big, args.rows)
     xlsx = work / "export" / "review.xlsx"
     t0 = time.perf_counter()
-    summary = review.export_review(big, xlsx, force=True)
+    summary = export_review(big, xlsx, force=True)
     export_s = time.perf_counter() - t0
     speed = {"rows": summary.rows, "images": summary.images, "images_missing": summary.images_missing,
              "seconds": round(export_s, 2), "megabytes": round(xlsx.stat().st_size / 2**20, 1),
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         speed["libreoffice_ods_megabytes"] = round(ods.stat().st_size / 2**20, 1)
     if args.screenshot:
         small = work / "export" / "screenshot.xlsx"
-        review.export_review(ledger, small, force=True)
+        export_review(ledger, small, force=True)
         render_png(small, args.screenshot, work / "export" / "profile")
 
     result = {"one_look": look, "export": speed, "rows_grown_from": int((df["status"] == "review").sum()),

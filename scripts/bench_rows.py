@@ -43,12 +43,12 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from scan_pipeline import synth  # noqa: E402
-from scan_pipeline.config import load_config  # noqa: E402
-from scan_pipeline.load import InputFile, iter_pages  # noqa: E402
-from scan_pipeline.pipeline import WorkerContext, process_page  # noqa: E402
-from scan_pipeline.postal import load_postal_list  # noqa: E402
-from scan_pipeline.template import load_template  # noqa: E402
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.postcodes import load_postal_list
+from scan_pipeline.core.template import load_template
+from scan_pipeline.page.load import InputFile, iter_pages
+from scan_pipeline.run.process import WorkerContext, process_page
+from scan_pipeline.synth import samples as synth
 
 MODES = ("scan", "gray", "bilevel", "photo")
 FORMAT = {"scan": "png", "gray": "png", "bilevel": "tiff", "photo": "jpg"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scan_pipeline.synth import generate
-from scan_pipeline.template import load_template
+from scan_pipeline.core.template import load_template
+from scan_pipeline.synth.samples import generate
 
 SCRIPT = Path(sys.executable).parent / "scan-pipeline"
 
@@ -55,7 +55,7 @@ def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def ledger_rows(path: Path) -> pd.DataFrame:
     """A ledger's rows, checked against the schema, without the columns that hold the time of the run."""
-    from scan_pipeline.ledger import validate_ledger_frame
+    from scan_pipeline.ledger.schema import validate_ledger_frame
 
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert validate_ledger_frame(df) == []

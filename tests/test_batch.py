@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scan_pipeline import faults
-from scan_pipeline.batch import BatchReport, _drive, _Slot, _Writer
-from scan_pipeline.config import load_config
-from scan_pipeline.records import PageImage, PageRef, PageResult
+from scan_pipeline.core import faults
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.records import BatchReport, PageImage, PageRef, PageResult
+from scan_pipeline.run.batch import _drive, _Slot, _Writer
 
 from .bad_inputs import make_corpus
 from .conftest import SCRIPT, child_pids, ledger_rows, load_truth, run
@@ -234,7 +234,7 @@ def test_a_page_that_kills_its_worker_fails_alone_and_the_others_are_written(tmp
 
 
 def test_a_page_with_a_row_missed_keeps_its_numbered_rows_and_is_reported(tmp_path):
-    from scan_pipeline.records import EMPTY_FIELD, FieldReading, PageIssue, RowReading
+    from scan_pipeline.core.records import EMPTY_FIELD, FieldReading, PageIssue, RowReading
 
     ref = PageRef("scan.png", 1, "ab" * 32)
     rows = tuple(RowReading(n, FieldReading("DUPONT Marie", "DUPONT Marie", 0.99, "accept"), EMPTY_FIELD, False, "",

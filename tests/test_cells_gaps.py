@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scan_pipeline.cells import ink_box, ink_gaps, text_height, trim_to_ink, word_gaps
+from scan_pipeline.page.cells import ink_box, ink_gaps, text_height, trim_to_ink, word_gaps
 
 
 def _line(blocks: list[tuple[int, int]], height: int = 30) -> np.ndarray:
@@ -46,7 +46,7 @@ def test_ink_box_pads_within_the_crop():
 
 
 def test_a_mark_far_beside_the_writing_is_dropped_but_not_a_letter():
-    from scan_pipeline.cells import clean_cell
+    from scan_pipeline.page.cells import clean_cell
 
     h = 100  # a cell cut with margin 0.12: its ruled lines ran 11 px inside the top and bottom
     cell = np.full((h, 900), 255, np.uint8)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from scan_pipeline.cli import app
-from scan_pipeline.errors import ExitCode
+from scan_pipeline.core.errors import ExitCode
 
 from .conftest import SCRIPT
 
@@ -33,13 +35,27 @@ def test_top_help_lists_exit_codes():
         assert f"\n    {int(code)} " in result.output
 
 
-def test_the_readme_lists_every_exit_code_as_the_enum_says():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+def test_docs_cli_md_is_what_the_code_says():
+    """docs/cli.md (exit codes, every command's --help) is generated: stale, it fails here and in make lint."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(root / "scripts" / "cli_docs.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    page = (root / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = page.split("## Exit codes", 1)[1].split("\n\n", 2)[1]
     rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
-    assert [int(code) for code, _ in rows] == [int(c) for c in ExitCode]
-    for (_, meaning), code in zip(rows, ExitCode):
-        assert meaning.strip().startswith(code.meaning.split(" (")[0]), (code, meaning)
+    assert [(int(code), meaning.strip()) for code, meaning in rows] == [(int(c), c.meaning) for c in ExitCode]
+    for command in COMMANDS:
+        assert f"\n## {' '.join(['scan-pipeline', *command])}\n" in page
+
+
+def test_readme_links_resolve():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if "://" not in target:
+            assert (root / target).exists(), target
 
 
 def test_installed_console_script_runs():

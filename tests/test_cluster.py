@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scan_pipeline.cluster import PackedPage
-from scan_pipeline.records import PageImage, PageRef
+from scan_pipeline.core.records import PageImage, PageRef
+from scan_pipeline.run.cluster import PackedPage
 
 from .conftest import SCRIPT, child_pids, ledger_rows, run
 
@@ -36,7 +36,7 @@ def test_a_packed_page_unpacks_to_the_same_pixels_and_a_compressed_one_is_smalle
 def test_a_jpeg_or_png_page_travels_as_its_file_and_unpacks_to_the_pixels_the_parent_read(tmp_path):
     from PIL import Image
 
-    from scan_pipeline.load import InputFile, iter_pages
+    from scan_pipeline.page.load import InputFile, iter_pages
 
     rng = np.random.default_rng(1)
     gray = np.full((700, 500), 250, np.uint8)
@@ -64,8 +64,8 @@ def test_a_jpeg_or_png_page_travels_as_its_file_and_unpacks_to_the_pixels_the_pa
 
 
 def test_a_page_the_cluster_cannot_read_fails_alone_and_says_why():
-    from scan_pipeline.cluster import cluster_failure
-    from scan_pipeline.errors import InputFileError
+    from scan_pipeline.core.errors import InputFileError
+    from scan_pipeline.run.cluster import cluster_failure
 
     ref = PageRef("scan.jpg", 1, "0" * 64)
     packed = PackedPage(ref, b"\xff\xd8\xff\xe0 cut short", 300.0, file_bytes=True)
@@ -128,10 +128,10 @@ def test_a_cluster_given_by_its_scheduler_reads_the_pages_it_is_sent(scan_corpus
 def test_a_scheduler_with_no_worker_is_a_clear_error(monkeypatch, template, tmp_path):
     import pytest
 
-    from scan_pipeline import cluster
-    from scan_pipeline.batch import WorkerSetup
-    from scan_pipeline.config import load_config
-    from scan_pipeline.errors import PipelineError
+    from scan_pipeline.core.config import load_config
+    from scan_pipeline.core.errors import PipelineError
+    from scan_pipeline.run import cluster
+    from scan_pipeline.run.worker import WorkerSetup
 
     port = _free_port()
     proc = subprocess.Popen([str(Path(SCRIPT).parent / "dask"), "scheduler", "--host", "127.0.0.1", "--port",

@@ -11,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rapidfuzz import fuzz
 
-from scan_pipeline import dedup, synth_signers
-from scan_pipeline import ledger as L
-from scan_pipeline.config import default_config
-from scan_pipeline.postal import load_postal_list
+from scan_pipeline.core.config import default_config
+from scan_pipeline.core.postcodes import load_postal_list
+from scan_pipeline.ledger import dedup
+from scan_pipeline.ledger.paths import signature_id
+from scan_pipeline.ledger.schema import LEDGER_COLUMNS, validate_ledger_frame
+from scan_pipeline.synth import signers as synth_signers
 
 T0 = "2026-11-23T15:00:00Z"
 
@@ -25,14 +27,14 @@ def rows_frame(items: list[tuple[str, str]], *, flags: list[str] | None = None) 
     for i, (name, code) in enumerate(items):
         sha = hashlib.sha256(f"dedup-{i}".encode()).hexdigest()
         recs.append({
-            "signature_id": L.signature_id(sha, 1), "source_file": "a.pdf", "page": "1", "row_number": "1",
+            "signature_id": signature_id(sha, 1), "source_file": "a.pdf", "page": "1", "row_number": "1",
             "name": name, "name_ocr": name, "name_confidence": "0.900", "postal_code": code,
             "postal_code_ocr": code, "postal_confidence": "0.900", "postal_valid": "true", "commune": "",
             "signature": "signed", "status": "review" if flags and flags[i] else "ok",
             "flags": flags[i] if flags else "", "duplicate_of": "", "page_sha256": sha,
             "processed_at": f"2026-11-23T{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
             "reviewed_by": "", "reviewed_at": ""})
-    return pd.DataFrame(recs, columns=list(L.LEDGER_COLUMNS), dtype=str)
+    return pd.DataFrame(recs, columns=list(LEDGER_COLUMNS), dtype=str)
 
 
 def test_name_tokens_fold_accents_case_and_ocr_confusions() -> None:
@@ -129,7 +131,7 @@ def test_first_occurrence_is_never_a_duplicate(items, rnd) -> None:
         if status == "duplicate":
             assert rank[pos[target]] < rank[i]  # points to an earlier row
             assert out["status"].iat[pos[target]] != "duplicate"  # which is its signer's first
-    assert L.validate_ledger_frame(out) == []
+    assert validate_ledger_frame(out) == []
 
 
 def test_precision_and_recall_on_generated_signers() -> None:

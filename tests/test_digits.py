@@ -1,4 +1,4 @@
-"""Tests for the digit segmentation and the bundled digit model (scan_pipeline.digits)."""
+"""Tests for the digit segmentation and the bundled digit model (scan_pipeline.read.digits)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from scan_pipeline import digits as dg
-from scan_pipeline.synth import _digits
+from scan_pipeline.read import digits as dg
+from scan_pipeline.synth.samples import _digits
 
 
 def _string(text: str, height: int = 60, gap: float = 0.25, thickness: int = 4, strike: bool = False) -> np.ndarray:
@@ -220,7 +220,7 @@ def test_model_calls_two_digits_not_one_digit() -> None:
 
 
 def test_calibration_is_monotonic() -> None:
-    from scan_pipeline.postal import calibrated
+    from scan_pipeline.read.postal import calibrated
 
     cal = dg.load_model().calibration
     assert cal["x"] == sorted(cal["x"])
@@ -232,7 +232,7 @@ def test_calibration_is_monotonic() -> None:
 
 
 def test_a_dropped_leading_zero_has_its_own_calibration() -> None:
-    from scan_pipeline.postal import calibrated
+    from scan_pipeline.read.postal import calibrated
 
     assert "leading_zero" in dg.load_model().calibration  # the bundled model was calibrated this way
     cal = {"x": [0.0, 4.0], "y": [0.5, 1.0], "leading_zero": {"x": [0.0, 4.0], "y": [0.2, 0.6]}}
@@ -257,14 +257,10 @@ def test_test_time_augmentation_averages_the_views() -> None:
     assert np.allclose(np.exp(got).sum(axis=1), 1, atol=1e-4)
 
 
-# --- training data (scripts/build_digits.py; the training itself never runs in tests) ----------------
+# --- training data (scan_pipeline.training.build_digits; the training itself never runs in tests) --
 
 def _build_digits():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import build_digits
+    from scan_pipeline.training import build_digits
 
     return build_digits
 
@@ -308,7 +304,7 @@ def test_model_without_onnxruntime_says_what_to_install(monkeypatch):
     """The digit model needs onnxruntime: without it the worker stops with a hint, not a wrong reading."""
     import sys
 
-    from scan_pipeline.errors import MissingDependencyError
+    from scan_pipeline.core.errors import MissingDependencyError
 
     blob = (dg.importlib.resources.files("scan_pipeline") / "data" / dg.MODEL_FILE).read_bytes()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
@@ -330,8 +326,7 @@ def test_bundled_model_reads_a_batch_row_by_row():
 
 
 def test_mislabelled_heldout_digits_are_left_out_of_calibration_only_when_found_as_listed(monkeypatch) -> None:
-    _build_digits()
-    import train_digits as td
+    from scan_pipeline.training import train_digits as td
 
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
@@ -350,10 +345,9 @@ def test_mislabelled_heldout_digits_are_left_out_of_calibration_only_when_found_
 
 
 def test_calibration_errors_are_traced_to_images_and_given_an_interval_over_images() -> None:
-    _build_digits()
     import types
 
-    import train_digits as td
+    from scan_pipeline.training import train_digits as td
 
     cases = [("clean", "75011", "75011", None), ("clean", "01000", "1000", None),
              ("clean", "33000", "33000", None), ("clean", "44000", "44000", None)]

@@ -21,8 +21,12 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from scan_pipeline import ledger as L
-from scan_pipeline import review as R
+from scan_pipeline.ledger.append import append_results
+from scan_pipeline.ledger.paths import sidecar_paths
+from scan_pipeline.ledger.store import read_ledger
+from scan_pipeline.review.apply import import_review
+from scan_pipeline.review.export import export_review
+from scan_pipeline.review.sheet import REVIEW_SHEET
 
 from .conftest import SCRIPT
 from .test_ledger import page, row
@@ -58,10 +62,10 @@ def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tm
     work = tmp_path / "copy"
     shutil.copytree(root, work, symlinks=True)
     # the outputs list holds absolute paths: point them at the copy
-    outputs = L.sidecar_paths(work / "out" / "L.csv").outputs
+    outputs = sidecar_paths(work / "out" / "L.csv").outputs
     outputs.write_text(outputs.read_text("utf-8").replace(str(root), str(work)), "utf-8")
     ledger = work / "out" / "L.csv"
-    df = L.read_ledger(ledger)
+    df = read_ledger(ledger)
     victim = df.iloc[3]
     overlays = list((work / "overlays").glob("*.png"))
     assert len(overlays) == 1 and (work / "out" / "run.html").exists()
@@ -72,7 +76,7 @@ def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tm
     assert f"{overlays[0].name}: deleted (this overlay showed the signature)" in result.stderr
     assert "review.xlsx: 1 line(s) blanked" in result.stderr
     assert not (work / "out" / "run.html").exists() and not overlays[0].exists()
-    ws = load_workbook(work / "review.xlsx")[R.REVIEW_SHEET]
+    ws = load_workbook(work / "review.xlsx")[REVIEW_SHEET]
     values = [str(c.value) for r in ws.iter_rows() for c in r if c.value is not None]
     assert victim["signature_id"] not in " ".join(values) and victim["name"] not in values
     assert len(values) > 100  # the other lines are still there
@@ -82,16 +86,16 @@ def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tm
                  str(work / "overlays"), "--workers", "1")
     assert again.returncode == 0, again.stderr
     assert "no overlay written: the page holds a signature erased from the ledger" in again.stderr
-    after = L.read_ledger(ledger)
+    after = read_ledger(ledger)
     assert victim["signature_id"] not in set(after["signature_id"]) and len(after) == len(df) - 1
-    crops = L.sidecar_paths(ledger).crops / victim["page_sha256"][:16]
+    crops = sidecar_paths(ledger).crops / victim["page_sha256"][:16]
     assert not list(crops.glob(f"{int(victim['row_number']):02d}-*.png"))
     assert list((work / "overlays").glob("*.png")) == []
 
 
 def _people(folder: Path) -> Path:
     ledger = folder / "L.csv"
-    L.append_results(ledger, [page("e1", (row(1, "DURAND Jean", "75011"), row(2, "DURAND Jez", "75011"),
+    append_results(ledger, [page("e1", (row(1, "DURAND Jean", "75011"), row(2, "DURAND Jez", "75011"),
                                           row(3, "MARTIN Paul", "75011"), row(4, "DURAND Jean", "69003"),
                                           row(5, "DURANT Jeanne", "75011")))],
                      processed_at="2026-11-23T15:00:00Z")
@@ -104,18 +108,18 @@ def test_erase_by_name_lists_close_names_and_dry_run_changes_nothing(tmp_path):
     dry = _run("ledger", "erase", str(ledger), "--name", "Jean Durand", "--postal-code", "75011", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "1 row(s) would be erased" in dry.stderr and "dry run: nothing was changed" in dry.stderr
-    assert ledger.read_bytes() == before and not L.sidecar_paths(ledger).audit.exists()
+    assert ledger.read_bytes() == before and not sidecar_paths(ledger).audit.exists()
     near = [line.split(",")[1] for line in dry.stdout.splitlines()]
     assert "DURAND Jez" in near and "DURANT Jeanne" in near and "MARTIN Paul" not in near
     done = _run("ledger", "erase", str(ledger), "--name", "Jean Durand", "--postal-code", "75011")
     assert done.returncode == 0 and "1 row(s) erased" in done.stderr
-    names = L.read_ledger(ledger)["name"].tolist()
+    names = read_ledger(ledger)["name"].tolist()
     assert names.count("DURAND Jean") == 1 and "DURAND Jez" in names  # the other code's, and the close one
 
 
 def test_erase_skips_ids_erased_before_and_refuses_unknown_ones_and_bad_codes(tmp_path):
     ledger = _people(tmp_path)
-    ids = L.read_ledger(ledger)["signature_id"].tolist()
+    ids = read_ledger(ledger)["signature_id"].tolist()
     assert _run("ledger", "erase", str(ledger), "--id", ids[0]).returncode == 0
     both = _run("ledger", "erase", str(ledger), "--id", ids[0], "--id", ids[1])
     assert both.returncode == 0, both.stderr
@@ -148,9 +152,9 @@ def reviewed(tmp_path):
     """A small ledger and its workbook, with one decision typed."""
     ledger = _people(tmp_path)
     xlsx = tmp_path / "review.xlsx"
-    R.export_review(ledger, xlsx, all_rows=True)
+    export_review(ledger, xlsx, all_rows=True)
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     ws.cell(row=2, column=header.index("decision") + 1, value="not a signature")
     wb.save(xlsx)
@@ -190,7 +194,7 @@ def _rewrite_sheet(xlsx: Path, out: Path, edit) -> Path:
 def test_empty_rows_in_the_middle_and_a_sheet_claiming_a_million_rows_are_harmless(reviewed, tmp_path):
     ledger, xlsx = reviewed
     wb = load_workbook(xlsx)
-    wb[R.REVIEW_SHEET].insert_rows(4, amount=3)  # as LibreOffice saves a sheet with empty rows in it
+    wb[REVIEW_SHEET].insert_rows(4, amount=3)  # as LibreOffice saves a sheet with empty rows in it
     gaps = tmp_path / "gaps.xlsx"
     wb.save(gaps)
     claimed = _rewrite_sheet(gaps, tmp_path / "claimed.xlsx",
@@ -198,7 +202,7 @@ def test_empty_rows_in_the_middle_and_a_sheet_claiming_a_million_rows_are_harmle
     result, peak = _peak_of("review", "import", str(claimed), "--ledger", str(ledger), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "1 rejected" in result.stderr and peak < 600
-    assert R.import_review(gaps, ledger).rejected == 1
+    assert import_review(gaps, ledger).rejected == 1
 
 
 def _xlsx_with_sheet(reviewed_xlsx: Path, out: Path, rows: int) -> Path:

@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scan_pipeline.engines import tesseract_engine
-from scan_pipeline.grid import find_grid, fit_numbers, runs
-from scan_pipeline.load import expand_inputs, iter_pages
-from scan_pipeline.normalise import estimate_skew, normalise_page, turn_upside_down
-from scan_pipeline.pipeline import WorkerContext, process_page
-from scan_pipeline.records import Box
+from scan_pipeline.core.records import Box
+from scan_pipeline.page.grid import find_grid, fit_numbers
+from scan_pipeline.page.load import expand_inputs, iter_pages
+from scan_pipeline.page.normalise import estimate_skew, normalise_page, turn_upside_down
+from scan_pipeline.page.pixels import runs
+from scan_pipeline.read.engines import tesseract_engine
+from scan_pipeline.run.process import WorkerContext, process_page
 
 from .conftest import load_truth
 
@@ -103,7 +104,7 @@ def test_upside_down_page_is_turned(scan_corpus, template, engine):
 
 
 def test_blank_page_is_reported_not_guessed(template):
-    from scan_pipeline.records import PageImage, PageRef
+    from scan_pipeline.core.records import PageImage, PageRef
 
     page = PageImage(PageRef("blank.png", 1, "0" * 64), np.full((3508, 2480), 255, np.uint8), 300)
     result = process_page(page, WorkerContext.build(template))
@@ -114,10 +115,10 @@ def test_blank_page_is_reported_not_guessed(template):
 # --- targeted conditions (issue 4): each asserts row numbers and cell boxes against the truth ------
 
 def _page_under(template, mode, seed, **conditions):
-    from scan_pipeline.load import _to_array
-    from scan_pipeline.postal import load_postal_list
-    from scan_pipeline.records import PageImage, PageRef
-    from scan_pipeline.synth import Conditions, _style, make_page, people_from
+    from scan_pipeline.core.postcodes import load_postal_list
+    from scan_pipeline.core.records import PageImage, PageRef
+    from scan_pipeline.page.load import _to_array
+    from scan_pipeline.synth.samples import Conditions, _style, make_page, people_from
 
     rng = np.random.default_rng(seed)
     page_no = conditions.pop("page", 2)

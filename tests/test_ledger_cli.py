@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scan_pipeline import ledger as L
 from scan_pipeline.cli import app
+from scan_pipeline.ledger.append import append_results
+from scan_pipeline.ledger.paths import signature_id
+from scan_pipeline.ledger.store import read_ledger
 
 from .test_ledger import T0, T1, page, row, sha
 
@@ -20,8 +22,8 @@ runner = CliRunner()
 @pytest.fixture()
 def two_groups(tmp_path: Path) -> tuple[Path, Path]:
     a, b = tmp_path / "A.csv", tmp_path / "B.csv"
-    L.append_results(a, [page("p1", (row(1, "Marie Dupont"), row(2, "Jean Martin", "75011")))], processed_at=T0)
-    L.append_results(b, [page("p2", (row(1, "DUPONT Marie"), row(2, "Paul Petit", "69001")))], processed_at=T1)
+    append_results(a, [page("p1", (row(1, "Marie Dupont"), row(2, "Jean Martin", "75011")))], processed_at=T0)
+    append_results(b, [page("p2", (row(1, "DUPONT Marie"), row(2, "Paul Petit", "69001")))], processed_at=T1)
     return a, b
 
 
@@ -58,9 +60,9 @@ def test_merge_stats_find_erase(tmp_path: Path, two_groups: tuple[Path, Path]) -
     again = runner.invoke(app, ["ledger", "find", str(merged), "--name", "marie dupont"])
     assert again.exit_code == 0 and "0 matching row(s)" in again.stderr and "Dupont" not in again.stdout
 
-    by_id = runner.invoke(app, ["ledger", "erase", str(merged), "--id", L.signature_id(sha("p2"), 2)])
+    by_id = runner.invoke(app, ["ledger", "erase", str(merged), "--id", signature_id(sha("p2"), 2)])
     assert by_id.exit_code == 0 and "1 row(s) erased" in by_id.stderr
-    assert len(L.read_ledger(merged)) == 1
+    assert len(read_ledger(merged)) == 1
 
 
 def test_usage_and_missing_files(tmp_path: Path, two_groups: tuple[Path, Path]) -> None:
@@ -74,7 +76,7 @@ def test_usage_and_missing_files(tmp_path: Path, two_groups: tuple[Path, Path]) 
 
 
 def test_an_invalid_ledger_has_an_exit_code_of_its_own(tmp_path: Path) -> None:
-    from scan_pipeline.errors import ExitCode
+    from scan_pipeline.core.errors import ExitCode
 
     bad = tmp_path / "bad.csv"
     bad.write_text("signature_id,name\nx,y\n", encoding="utf-8")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scan_pipeline.errors import InputFileError
-from scan_pipeline.load import PDF_DPI, expand_inputs, iter_pages
+from scan_pipeline.core.errors import InputFileError
+from scan_pipeline.page.load import PDF_DPI, expand_inputs, iter_pages
 
 
 def _png(path, size=(60, 40), color=255):

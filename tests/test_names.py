@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from scan_pipeline.config import load_config
-from scan_pipeline.engines import OcrResult, rapid_engine, tesseract_engine
-from scan_pipeline.lexicon import ALPHABET, fold, load_lexicon
-from scan_pipeline.names import (
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.ocr import OcrResult
+from scan_pipeline.core.records import FieldReading
+from scan_pipeline.core.text import fold
+from scan_pipeline.read.engines import rapid_engine, tesseract_engine
+from scan_pipeline.read.lexicon import ALPHABET, load_lexicon
+from scan_pipeline.read.names import (
     _BLANK,
     _CLASSES,
     _choose_words,
@@ -21,7 +24,6 @@ from scan_pipeline.names import (
     ledger_form,
     read_name,
 )
-from scan_pipeline.records import FieldReading
 
 CONFIG = load_config().names
 
@@ -92,7 +94,7 @@ def test_lexicon_near_finds_what_a_full_scan_finds(lexicon, word):
 
 
 def test_lexicon_built_from_rows_in_any_order():
-    from scan_pipeline.lexicon import Lexicon
+    from scan_pipeline.read.lexicon import Lexicon
 
     rows = [("ZOE", 1, 9, "Zoé"), ("AB", 0, 1, ""), ("A'B-Ω", 2, 2, ""), ("AA", 3, 9, ""), ("ANNA", 0, 0, "Anna")]
     ordered = sorted(rows, key=lambda r: (len(r[0]), r[0]))

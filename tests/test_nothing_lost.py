@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scan_pipeline.text import path_bytes
+from scan_pipeline.core.text import path_bytes
 
 from .bad_inputs import pdf_after_a_huge_page, pdf_of, tiff_of
 from .conftest import SCRIPT, ledger_rows

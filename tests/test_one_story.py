@@ -24,9 +24,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scan_pipeline import faults
-from scan_pipeline import ledger as L
-from scan_pipeline.journal import journal_path
+from scan_pipeline.core import faults
+from scan_pipeline.ledger.append import append_results
+from scan_pipeline.ledger.journal import journal_path
+from scan_pipeline.ledger.paths import sidecar_paths
+from scan_pipeline.ledger.sidecars import read_details
+from scan_pipeline.ledger.store import ledger_lock, read_ledger
 
 from .conftest import SCRIPT
 from .test_ledger import page, row
@@ -55,22 +58,22 @@ def _killed_at_random(args: list[str], delay: float) -> int:
 
 def one_story(ledger: Path) -> pd.DataFrame:
     """What the next command sees (it completes or clears what a kill left), checked whole."""
-    df = L.read_ledger(ledger)  # completes a journal left behind, under the lock
+    df = read_ledger(ledger)  # completes a journal left behind, under the lock
     folder = ledger.parent
     assert not journal_path(ledger).exists()
     debris = [e.name for e in folder.iterdir() if ".tx-" in e.name or e.name.endswith(".tmp")]
     assert debris == [], debris
     ids = set(df["signature_id"])
-    details = L.read_details(L.sidecar_paths(ledger).details)
+    details = read_details(sidecar_paths(ledger).details)
     assert set(details) == ids  # every row has its details, no details outlive their row
-    crops = L.sidecar_paths(ledger).crops
+    crops = sidecar_paths(ledger).crops
     on_disk = {(p.parent.name, int(p.name[:2])) for p in crops.glob("*/*.png")} if crops.is_dir() else set()
     rows = {(s[:16], int(n)) for s, n in zip(df["page_sha256"], df["row_number"], strict=True)}
     assert on_disk <= rows, on_disk - rows  # no image of a row the ledger does not hold
     for sid, obj in details.items():
         for rel in (obj.get("crops") or {}).values():
             assert (ledger.parent / rel).is_file(), (sid, rel)
-    audit = L.sidecar_paths(ledger).audit
+    audit = sidecar_paths(ledger).audit
     if audit.exists():
         lines = [line for line in audit.read_text("utf-8").splitlines() if line.strip()]
         assert len(lines) == len(set(lines)), "an audit record written twice"
@@ -78,7 +81,7 @@ def one_story(ledger: Path) -> pd.DataFrame:
             if record.get("action") == "erase":
                 gone = {(r["page_sha256"][:16], r["row_number"]) for r in record["rows"]}
                 assert not gone & rows
-    pages = L.sidecar_paths(ledger).pages
+    pages = sidecar_paths(ledger).pages
     if pages.exists():
         records = [json.loads(x) for x in pages.read_text("utf-8").splitlines() if x.strip()]
         assert len({r["page_sha256"] for r in records}) == len(records), "a page recorded twice"
@@ -93,7 +96,7 @@ _OP = re.compile(r'"op": "[0-9a-f]{16}", ')  # the change's id: another on every
 
 def _state(ledger: Path, folder: Path) -> tuple[str, ...]:
     """The ledger, details, audit log and crops, with the times and the copy's folder left out."""
-    paths = L.sidecar_paths(ledger)
+    paths = sidecar_paths(ledger)
     texts = [_OP.sub("", _TIME.sub("T", p.read_text("utf-8"))).replace(str(folder), "<folder>")
              if p.exists() else "" for p in (ledger, paths.details, paths.audit)]
     crops = sorted(str(c.relative_to(paths.crops)) for c in paths.crops.glob("*/*.png")) if paths.crops.is_dir() \
@@ -186,7 +189,7 @@ def _build(folder: Path, seed: str = "g") -> Path:
                                           ("75011", "69003", "13001")[n % 3],
                                           flags=("name_low_conf",) if n % 2 else ())
                                       for n in range(1, 9)), source=f"scans/{seed}{k}.pdf") for k in range(3)]
-    L.append_results(ledger, pages, processed_at="2026-11-23T15:00:00Z")
+    append_results(ledger, pages, processed_at="2026-11-23T15:00:00Z")
     return ledger
 
 
@@ -201,7 +204,7 @@ def _kill_cases(op: str, steps: int) -> list[str]:
 
 
 def _review_file(folder: Path, ledger: Path) -> Path:
-    df = L.read_ledger(ledger)
+    df = read_ledger(ledger)
     flagged = df[df["status"] == "review"]["signature_id"].tolist()
     lines = ["signature_id;name;decision", f"{flagged[0]};DURAND Élise;correct", f"{flagged[1]};;not a signature",
              f"{flagged[2]};;ok"]
@@ -257,7 +260,7 @@ def test_review_import_killed_at_each_step_and_at_random(small, tmp_path):
 
 
 def test_erase_killed_at_each_step_and_at_random(small, tmp_path):
-    victim = L.read_ledger(small).iloc[0]["signature_id"]
+    victim = read_ledger(small).iloc[0]["signature_id"]
 
     def args(folder: Path) -> list[str]:
         return ["ledger", "erase", str(folder / "L.csv"), "--id", victim]
@@ -282,7 +285,7 @@ def test_merge_killed_at_each_step_and_at_random(tmp_path):
 HOLD_RUN = """
 import sys
 from pathlib import Path
-from scan_pipeline.ledger import run_lock
+from scan_pipeline.ledger.store import run_lock
 with run_lock(Path(sys.argv[1]), "scan-pipeline process scans/"):
     print("locked", flush=True)
     sys.stdin.read()
@@ -326,7 +329,7 @@ def test_review_import_waits_for_a_flush_then_applies(small, tmp_path):
     release = threading.Event()
 
     def hold() -> None:
-        with L.ledger_lock(small):
+        with ledger_lock(small):
             release.wait(5)
 
     holder = threading.Thread(target=hold)
@@ -338,5 +341,5 @@ def test_review_import_waits_for_a_flush_then_applies(small, tmp_path):
     holder.join()
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 1.0
-    assert (L.read_ledger(small)["reviewed_by"] != "").sum() == 3
+    assert (read_ledger(small)["reviewed_by"] != "").sum() == 3
 

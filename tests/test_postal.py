@@ -12,14 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scan_pipeline.postal import (
-    PostalDecision,
-    PostalList,
-    decode_postal_text,
-    load_postal_list,
-    normalise_written_code,
-)
-from scan_pipeline.records import FieldReading
+from scan_pipeline.core.postcodes import PostalList, load_postal_list
+from scan_pipeline.core.records import FieldReading
+from scan_pipeline.read.postal import PostalDecision, decode_postal_text, normalise_written_code
 
 
 @pytest.fixture(scope="module")
@@ -301,13 +296,8 @@ def test_decode_invariants(plist: PostalList, raw: str, conf: float) -> None:
 
 # --- the handwritten reader: lexicon decoding, bands, a generated cell ------------------------------
 
-from scan_pipeline.config import load_config  # noqa: E402
-from scan_pipeline.postal import (  # noqa: E402
-    DigitEvidence,
-    decide,
-    decode_log_proba,
-    read_postal,
-)
+from scan_pipeline.core.config import load_config  # noqa: E402
+from scan_pipeline.read.postal import DigitEvidence, decide, decode_log_proba, read_postal  # noqa: E402
 
 
 def _chain_logp(text: str, strong: float = 0.9) -> tuple[list[tuple[int, int]], np.ndarray]:
@@ -426,11 +416,7 @@ def test_read_postal_empty_cell(plist: PostalList) -> None:
 
 
 def test_read_postal_on_generated_cells(plist: PostalList) -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from bench_postal import make_cell
+    from scan_pipeline.synth.cells import make_cell
 
     cfg = load_config().postal
     rng = np.random.default_rng(12)
@@ -447,13 +433,8 @@ def test_read_postal_on_generated_cells(plist: PostalList) -> None:
 
 
 def test_bench_traces_a_misread_code_to_the_digit_images_written(plist: PostalList) -> None:
-    import sys
-    from pathlib import Path
-
-    from scan_pipeline import synth
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from bench_postal import generated_cases, generated_cases_traced, misread_images
+    from scan_pipeline.synth import samples as synth
+    from scan_pipeline.synth.cells import generated_cases, generated_cases_traced, misread_images
 
     cases, images = generated_cases_traced(12, 3)
     _, labels = synth._digits()
@@ -478,7 +459,7 @@ def test_commune_written_instead_of_code(plist: PostalList) -> None:
 
 def _scores_code_by_code(codes: np.ndarray, n_nodes: int, segs, dlog: np.ndarray, skip: np.ndarray) -> np.ndarray:
     """The decoder's dynamic programme run for every code on its own (what the prefix tree shares)."""
-    from scan_pipeline.postal import _closure
+    from scan_pipeline.read.postal import _closure
 
     V = np.full((n_nodes, len(codes)), np.float32(-1e9), np.float32)
     V[0] = 0.0
@@ -495,7 +476,8 @@ def _scores_code_by_code(codes: np.ndarray, n_nodes: int, segs, dlog: np.ndarray
 @given(st.integers(0, 2**32 - 1), st.integers(3, 9))
 def test_prefix_tree_scores_every_code_as_alone(seed, n_atoms):
     """Sharing the work of common prefixes gives each code exactly the score it has on its own."""
-    from scan_pipeline.postal import _lexicon_scores, load_postal_list
+    from scan_pipeline.core.postcodes import load_postal_list
+    from scan_pipeline.read.postal import _lexicon_scores
 
     rng = np.random.default_rng(seed)
     plist = load_postal_list()

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scan_pipeline.cli import app
-from scan_pipeline.ledger import LEDGER_COLUMNS, validate_ledger_frame
+from scan_pipeline.ledger.schema import LEDGER_COLUMNS, validate_ledger_frame
 
 from .conftest import SCRIPT, load_truth
 
@@ -151,7 +151,7 @@ def test_exit_10_when_some_pages_fail_and_the_rest_is_kept(tmp_path, scan_corpus
 
 
 def test_exit_130_when_interrupted(tmp_path, scan_corpus, monkeypatch):
-    import scan_pipeline.batch as batch
+    import scan_pipeline.run.batch as batch
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -162,8 +162,8 @@ def test_exit_130_when_interrupted(tmp_path, scan_corpus, monkeypatch):
 
 
 def test_sheet_blank_is_two_a4_pages_the_pipeline_can_read(tmp_path, template):
-    from scan_pipeline.load import expand_inputs, iter_pages
-    from scan_pipeline.pipeline import WorkerContext, process_page
+    from scan_pipeline.page.load import expand_inputs, iter_pages
+    from scan_pipeline.run.process import WorkerContext, process_page
 
     out = tmp_path / "blank.pdf"
     result = CliRunner().invoke(app, ["sheet", "blank", str(out)])
@@ -198,7 +198,7 @@ def test_summary_is_a_table_on_a_terminal_and_one_line_otherwise(monkeypatch, tm
     from rich.console import Console
 
     from scan_pipeline import cli
-    from scan_pipeline.batch import BatchReport
+    from scan_pipeline.core.records import BatchReport
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=terminal, width=100, color_system=None, soft_wrap=True)

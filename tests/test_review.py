@@ -20,14 +20,32 @@ import pytest
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
-from scan_pipeline import dedup
-from scan_pipeline import ledger as L
-from scan_pipeline import review as R
 from scan_pipeline.cli import app
-from scan_pipeline.errors import OutputError, ReviewFileError
-from scan_pipeline.flags import FLAG_WORDS
-from scan_pipeline.postal import load_postal_list
-from scan_pipeline.records import FieldReading, PageRef, PageResult, RowReading
+from scan_pipeline.core.errors import OutputError, ReviewFileError
+from scan_pipeline.core.flags import FLAG_WORDS
+from scan_pipeline.core.postcodes import load_postal_list
+from scan_pipeline.core.records import FieldReading, PageRef, PageResult, RowReading
+from scan_pipeline.ledger import dedup
+from scan_pipeline.ledger.append import append_results
+from scan_pipeline.ledger.audit import audit_records
+from scan_pipeline.ledger.paths import sidecar_paths, signature_id
+from scan_pipeline.ledger.schema import LEDGER_COLUMNS, validate_ledger_frame
+from scan_pipeline.ledger.sidecars import details_text, read_details
+from scan_pipeline.ledger.store import atomic_write, read_ledger
+from scan_pipeline.review.apply import ImportSummary, import_review
+from scan_pipeline.review.export import export_review
+from scan_pipeline.review.sheet import (
+    COLUMNS,
+    EDIT_KEYS,
+    IMAGE_FIELDS,
+    IMAGE_HEIGHT_PX,
+    IMAGE_MARGIN_PX,
+    INSTRUCTIONS_SHEET,
+    LISTS_SHEET,
+    REVIEW_SHEET,
+    REVIEWER_LABEL,
+    neutralise,
+)
 
 T_IMPORT = "2026-11-25T09:00:00Z"
 EVIL = '=HYPERLINK("http://evil.example","click")'
@@ -54,7 +72,7 @@ def page(seed: str, rows: list[RowReading], source: str) -> PageResult:
 
 
 def sid(seed: str, row: int) -> str:
-    return L.signature_id(hashlib.sha256(seed.encode()).hexdigest(), row)
+    return signature_id(hashlib.sha256(seed.encode()).hexdigest(), row)
 
 
 A1, A2, A3, A4, A5, A6 = (sid("a", n) for n in range(1, 7))
@@ -73,9 +91,9 @@ def ledger(tmp_path: Path) -> Path:
                    reading(6, "BERNARD Luc", "75011", ("signature_struck",), signature="struck")], "scans/a.pdf")
     b = page("b", [reading(1, "DUPONT Marie", "75011"), reading(2, "MARTIN Paule", "69003"),
                    reading(3, "GIRARD Luc", "01000", ("postal_low_conf",))], "scans/b.pdf")
-    L.append_results(path, [a], processed_at="2026-11-23T10:00:00Z")
-    L.append_results(path, [b], processed_at="2026-11-23T11:00:00Z")
-    df = L.read_ledger(path)
+    append_results(path, [a], processed_at="2026-11-23T10:00:00Z")
+    append_results(path, [b], processed_at="2026-11-23T11:00:00Z")
+    df = read_ledger(path)
     state = dict(zip(df["signature_id"], df["status"], strict=True))
     # what the tests below rely on
     assert state[B1] == "duplicate" and state[B2] == "review" and state[A4] == "ok"
@@ -84,14 +102,14 @@ def ledger(tmp_path: Path) -> Path:
 
 def export(ledger: Path, name: str = "review.xlsx", **kw) -> Path:
     out = ledger.parent / name
-    R.export_review(ledger, out, force=True, **kw)
+    export_review(ledger, out, force=True, **kw)
     return out
 
 
 def fill(xlsx: Path, edits: dict[str, dict[str, object]], out: Path | None = None) -> Path:
     """Type values into the lines of the given signature_ids, as a volunteer would."""
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     for row in ws.iter_rows(min_row=2):
         key = row[header.index("signature_id")].value
@@ -109,27 +127,27 @@ def shown_size(img) -> tuple[float, float]:
 
 
 def frame(ledger: Path) -> pd.DataFrame:
-    return L.read_ledger(ledger).set_index("signature_id")
+    return read_ledger(ledger).set_index("signature_id")
 
 
-def do_import(path: Path, ledger: Path, **kw) -> R.ImportSummary:
+def do_import(path: Path, ledger: Path, **kw) -> ImportSummary:
     kw.setdefault("reviewer", "Vol Unteer")
-    return R.import_review(path, ledger, now=T_IMPORT, **kw)
+    return import_review(path, ledger, now=T_IMPORT, **kw)
 
 
 # --- export -------------------------------------------------------------------------------------
 
 
 def test_export_lists_the_rows_to_review_with_their_images_and_readings(ledger: Path) -> None:
-    summary = R.export_review(ledger, ledger.parent / "r.xlsx")
-    df = L.read_ledger(ledger)
+    summary = export_review(ledger, ledger.parent / "r.xlsx")
+    df = read_ledger(ledger)
     assert summary.rows == summary.to_review == int((df["status"] == "review").sum())
     assert summary.images_missing == 0
     wb = load_workbook(ledger.parent / "r.xlsx")
-    assert wb.sheetnames[0] == R.INSTRUCTIONS_SHEET and wb.active.title == R.INSTRUCTIONS_SHEET
-    ws = wb[R.REVIEW_SHEET]
+    assert wb.sheetnames[0] == INSTRUCTIONS_SHEET and wb.active.title == INSTRUCTIONS_SHEET
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
-    assert header == [c.key for c in R.COLUMNS]
+    assert header == [c.key for c in COLUMNS]
     ids = [r[0].value for r in ws.iter_rows(min_row=2)]
     assert set(ids) == set(df.loc[df["status"] == "review", "signature_id"])
     assert A4 not in ids and B1 not in ids  # ok and duplicate rows are not flagged
@@ -142,8 +160,8 @@ def test_export_lists_the_rows_to_review_with_their_images_and_readings(ledger: 
         assert cols[:3] == [col["name image"], col["postal code image"], col["signature image"]]
     for img in ws._images:  # each image fits its row (heights in points, 0.75 per pixel)
         _, height = shown_size(img)
-        assert 20 <= height <= R.IMAGE_HEIGHT_PX
-        assert ws.row_dimensions[img.anchor._from.row + 1].height >= (height + R.IMAGE_MARGIN_PX) * 0.75
+        assert 20 <= height <= IMAGE_HEIGHT_PX
+        assert ws.row_dimensions[img.anchor._from.row + 1].height >= (height + IMAGE_MARGIN_PX) * 0.75
     line = {c.value: ws.cell(row=ids.index(A1) + 2, column=i + 1).value for i, c in enumerate(ws[1])}
     assert line["name read"] == "DUPONT Marie" and line["name confidence"] == 0.5
     assert line["other name readings"].split("\n") == ["DUPONT Maria", "DUPOND Marie"]
@@ -156,14 +174,14 @@ def test_export_lists_the_rows_to_review_with_their_images_and_readings(ledger: 
 
 def test_export_sheet_protection_dropdowns_and_layout(ledger: Path) -> None:
     wb = load_workbook(export(ledger))
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     assert ws.freeze_panes == "C2"
     assert ws.protection.sheet and not ws.protection.password  # LibreOffice opens it without a password
     assert not ws.protection.sort and not ws.protection.autoFilter
     for cell in ws[2]:
         key = header[cell.column - 1]
-        assert cell.protection.locked == (key not in R.EDIT_KEYS), key
+        assert cell.protection.locked == (key not in EDIT_KEYS), key
     assert ws.column_dimensions["U"].hidden  # the check column
     rules = {str(dv.sqref): dv for dv in ws.data_validations.dataValidation}
     decision = [dv for dv in rules.values() if dv.formula1 == '"ok,correct,not a signature,duplicate"']
@@ -174,28 +192,28 @@ def test_export_sheet_protection_dropdowns_and_layout(ledger: Path) -> None:
     name_rule = rules[f"{name_col}{row_a1}"]
     assert not name_rule.showErrorMessage  # free text stays allowed
     first, last = name_rule.formula1.split("!")[1].replace("$", "").split(":")
-    options = [c.value for c in wb[R.LISTS_SHEET][f"{first}:{last}"][0]]
+    options = [c.value for c in wb[LISTS_SHEET][f"{first}:{last}"][0]]
     assert options == ["DUPONT Marie", "DUPONT Maria", "DUPOND Marie"]
-    assert wb[R.LISTS_SHEET].sheet_state == "hidden"
+    assert wb[LISTS_SHEET].sheet_state == "hidden"
     # widths fit the images
-    img_cols = {header.index(k) for k in R.IMAGE_FIELDS}
+    img_cols = {header.index(k) for k in IMAGE_FIELDS}
     for img in ws._images:
         if img.anchor._from.col in img_cols:
             letter = ws.cell(row=1, column=img.anchor._from.col + 1).column_letter
-            assert ws.column_dimensions[letter].width * 7 >= shown_size(img)[0] + R.IMAGE_MARGIN_PX
+            assert ws.column_dimensions[letter].width * 7 >= shown_size(img)[0] + IMAGE_MARGIN_PX
 
 
 def test_export_all_and_limit_follow_paper_order(ledger: Path) -> None:
     wb = load_workbook(export(ledger, all_rows=True))
-    ids = [r[0].value for r in wb[R.REVIEW_SHEET].iter_rows(min_row=2)]
+    ids = [r[0].value for r in wb[REVIEW_SHEET].iter_rows(min_row=2)]
     assert ids == [A1, A2, A3, A4, A5, A6, B1, B2, B3]
     wb = load_workbook(export(ledger, all_rows=True, limit=2))
-    assert [r[0].value for r in wb[R.REVIEW_SHEET].iter_rows(min_row=2)] == [A1, A2]
+    assert [r[0].value for r in wb[REVIEW_SHEET].iter_rows(min_row=2)] == [A1, A2]
     wb = load_workbook(export(ledger))
-    dup = [r for r in wb[R.REVIEW_SHEET].iter_rows(min_row=2)]
+    dup = [r for r in wb[REVIEW_SHEET].iter_rows(min_row=2)]
     assert all(r[0].value != B1 for r in dup)
     wb = load_workbook(export(ledger, all_rows=True))
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     b1 = next(r for r in ws.iter_rows(min_row=2) if r[0].value == B1)
     assert b1[header.index("possible duplicate of")].value.startswith(A1)  # a duplicate shows its first row
@@ -207,25 +225,25 @@ def test_formula_injection_comes_out_inert(ledger: Path) -> None:
         xml = "".join(z.read(n).decode("utf-8") for n in z.namelist() if n.startswith("xl/worksheets/"))
     assert "<f>" not in xml and "<f " not in xml  # no formula anywhere
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     cells = [c for row in ws.iter_rows() for c in row if isinstance(c.value, str) and "HYPERLINK" in c.value]
     # the ledger already holds the reading without its formula lead; the workbook shows it as text
     assert cells and all(c.value == EVIL[1:] and c.data_type == "s" for c in cells)
-    assert R.neutralise("-1+2") == "'-1+2" and R.neutralise("@x") == "'@x" and R.neutralise("\tx") == "x"
-    assert R.neutralise("+33") == "'+33" and R.neutralise("\r=x") == "'=x" and R.neutralise("DUPONT") == "DUPONT"
-    assert R.neutralise("a\x07b\x1b[2Jc\nd") == "ab[2Jc\nd"  # control characters gone, line breaks kept
+    assert neutralise("-1+2") == "'-1+2" and neutralise("@x") == "'@x" and neutralise("\tx") == "x"
+    assert neutralise("+33") == "'+33" and neutralise("\r=x") == "'=x" and neutralise("DUPONT") == "DUPONT"
+    assert neutralise("a\x07b\x1b[2Jc\nd") == "ab[2Jc\nd"  # control characters gone, line breaks kept
 
 
 def test_export_without_crops_says_so_and_refuses_to_overwrite(ledger: Path) -> None:
     import shutil
 
-    shutil.rmtree(L.sidecar_paths(ledger).crops)
+    shutil.rmtree(sidecar_paths(ledger).crops)
     out = ledger.parent / "r.xlsx"
-    summary = R.export_review(ledger, out)
+    summary = export_review(ledger, out)
     assert summary.images == 0 and summary.images_missing == 3 * summary.rows
     before = out.read_bytes()
     with pytest.raises(OutputError, match="already exists"):
-        R.export_review(ledger, out)
+        export_review(ledger, out)
     assert out.read_bytes() == before
 
 
@@ -238,7 +256,7 @@ def test_untouched_workbook_imports_as_a_no_op(ledger: Path) -> None:
     summary = do_import(xlsx, ledger)
     assert summary.blank == summary.lines > 0 and not summary.changes and not summary.written
     assert ledger.read_bytes() == before
-    assert not L.sidecar_paths(ledger).audit.exists()
+    assert not sidecar_paths(ledger).audit.exists()
 
 
 def test_each_decision_changes_exactly_its_row(ledger: Path) -> None:
@@ -268,7 +286,7 @@ def test_each_decision_changes_exactly_its_row(ledger: Path) -> None:
         assert after.loc[key, "reviewed_by"] == "Vol Unteer" and after.loc[key, "reviewed_at"] == T_IMPORT
     untouched = [k for k in before.index if k not in decided]
     pd.testing.assert_frame_equal(after.loc[untouched], before.loc[untouched])
-    audit = L.audit_records(ledger)[-1]
+    audit = audit_records(ledger)[-1]
     assert audit["action"] == "review_import" and audit["by"] == "Vol Unteer"
     assert {r["signature_id"] for r in audit["rows"]} == set(decided)
     assert "DUPONT" not in json.dumps(audit) and "ROUX" not in json.dumps(audit)  # never a name
@@ -279,10 +297,10 @@ def test_importing_the_same_file_twice_changes_nothing(ledger: Path) -> None:
                                  A3: {"decision": "not a signature"}, B2: {"decision": "duplicate"}})
     do_import(xlsx, ledger)
     once = ledger.read_bytes()
-    audit = L.sidecar_paths(ledger).audit.read_bytes()
-    summary = R.import_review(xlsx, ledger, reviewer="Someone Else", now="2026-11-26T09:00:00Z")
+    audit = sidecar_paths(ledger).audit.read_bytes()
+    summary = import_review(xlsx, ledger, reviewer="Someone Else", now="2026-11-26T09:00:00Z")
     assert summary.unchanged == 3 and not summary.changes and not summary.written
-    assert ledger.read_bytes() == once and L.sidecar_paths(ledger).audit.read_bytes() == audit
+    assert ledger.read_bytes() == once and sidecar_paths(ledger).audit.read_bytes() == audit
 
 
 def test_dry_run_writes_nothing_but_reports(ledger: Path) -> None:
@@ -290,14 +308,14 @@ def test_dry_run_writes_nothing_but_reports(ledger: Path) -> None:
     before = ledger.read_bytes()
     summary = do_import(xlsx, ledger, dry_run=True)
     assert (summary.confirmed, summary.rejected) == (1, 1) and not summary.written
-    assert ledger.read_bytes() == before and not L.sidecar_paths(ledger).audit.exists()
+    assert ledger.read_bytes() == before and not sidecar_paths(ledger).audit.exists()
 
 
 def test_sorted_and_deleted_lines_are_matched_by_id(ledger: Path) -> None:
     xlsx = fill(export(ledger), {A1: {"name": "DUPONT Maria", "decision": "correct"}, A2: {"decision": "ok"},
                                  B3: {"decision": "not a signature"}})
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     rows = [[c.value for c in r] for r in ws.iter_rows(min_row=2)]
     rows.sort(key=lambda r: str(r[3]), reverse=True)  # sorted by the name read, whole lines
     for i, values in enumerate(rows, start=2):
@@ -315,7 +333,7 @@ def test_sorted_and_deleted_lines_are_matched_by_id(ledger: Path) -> None:
 def test_every_problem_is_listed_and_nothing_applied(ledger: Path) -> None:
     xlsx = export(ledger)
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     ws.append(["0123456789abcdef-09", *[None] * 18, "ok"])  # an id the ledger does not have
     ws.append([A1, *[None] * 18, "ok"])  # A1 twice
     wb.save(xlsx)
@@ -328,7 +346,7 @@ def test_every_problem_is_listed_and_nothing_applied(ledger: Path) -> None:
         B2: {"decision": "maybe"},
     })
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     for row in ws.iter_rows(min_row=2):
         if row[0].value == A3:
@@ -344,7 +362,7 @@ def test_every_problem_is_listed_and_nothing_applied(ledger: Path) -> None:
         assert expected in text, expected
     assert "99999" not in text and "maybe" not in text  # what was typed is shown at -v only
     assert text.count("\n  row ") == 8
-    assert ledger.read_bytes() == before and not L.sidecar_paths(ledger).audit.exists()
+    assert ledger.read_bytes() == before and not sidecar_paths(ledger).audit.exists()
     result = CliRunner().invoke(app, ["review", "import", str(xlsx), "--ledger", str(ledger)])
     assert result.exit_code == 7 and "nothing was changed" in result.output and "99999" not in result.output
     verbose = CliRunner().invoke(app, ["-v", "review", "import", str(xlsx), "--ledger", str(ledger)])
@@ -384,7 +402,7 @@ def test_duplicate_decisions_and_deduplication(ledger: Path) -> None:
     assert after.loc[A4, "status"] == "duplicate" and after.loc[A4, "duplicate_of"] == A1
     assert after.loc[B1, "status"] == "ok" and after.loc[B1, "duplicate_of"] == ""
     assert summary.duplicates == 2 and summary.other_rows == 2
-    assert L.validate_ledger_frame(L.read_ledger(ledger)) == []
+    assert validate_ledger_frame(read_ledger(ledger)) == []
 
 
 def test_ok_on_a_possible_duplicate_means_not_the_same_signer(ledger: Path) -> None:
@@ -393,14 +411,14 @@ def test_ok_on_a_possible_duplicate_means_not_the_same_signer(ledger: Path) -> N
     after = frame(ledger)
     assert after.loc[B2, "status"] == "corrected" and dedup.POSSIBLE_FLAG not in after.loc[B2, "flags"]
     # a later run of the deduplication keeps it (corrected is never changed)
-    again = dedup.deduplicate(L.read_ledger(ledger)).frame.set_index("signature_id")
+    again = dedup.deduplicate(read_ledger(ledger)).frame.set_index("signature_id")
     assert again.loc[B2, "status"] == "corrected"
 
 
 def test_a_later_deduplication_keeps_a_reviewed_duplicate(ledger: Path) -> None:
     xlsx = fill(export(ledger), {B3: {"duplicate_of": A6, "decision": "duplicate"}})
     do_import(xlsx, ledger)
-    again = dedup.deduplicate(L.read_ledger(ledger)).frame.set_index("signature_id")
+    again = dedup.deduplicate(read_ledger(ledger)).frame.set_index("signature_id")
     assert again.loc[B3, "status"] == "duplicate"
 
 
@@ -417,11 +435,11 @@ def test_duplicate_cycles_and_duplicates_of_rejected_rows_are_refused(ledger: Pa
 def test_reviewer_from_the_instructions_sheet(ledger: Path) -> None:
     xlsx = fill(export(ledger), {A2: {"decision": "ok"}})
     wb = load_workbook(xlsx)
-    info = wb[R.INSTRUCTIONS_SHEET]
-    label = next(r for r in info.iter_rows() if r[0].value == R.REVIEWER_LABEL)
+    info = wb[INSTRUCTIONS_SHEET]
+    label = next(r for r in info.iter_rows() if r[0].value == REVIEWER_LABEL)
     label[1].value = "  Claire   Bénévole "
     wb.save(xlsx)
-    R.import_review(xlsx, ledger, now=T_IMPORT)
+    import_review(xlsx, ledger, now=T_IMPORT)
     assert frame(ledger).loc[A2, "reviewed_by"] == "Claire Bénévole"
 
 
@@ -429,7 +447,7 @@ def test_reviewer_from_the_instructions_sheet(ledger: Path) -> None:
 
 
 def _review_csv(xlsx: Path) -> list[list[str]]:
-    ws = load_workbook(xlsx)[R.REVIEW_SHEET]
+    ws = load_workbook(xlsx)[REVIEW_SHEET]
     return [["" if c.value is None else str(c.value) for c in r] for r in ws.iter_rows()]
 
 
@@ -485,8 +503,8 @@ def test_control_characters_in_readings_and_file_names_never_reach_the_workbook(
     ledger = tmp_path / "L.csv"
     odd = page("odd", [reading(1, "DUPONT\x07 Marie\x1b[2J", "75011", ("name_low_conf",), ("DUPOND\x0b Marie",))],
                "scans/a\x0bb\x1b.pdf")
-    L.append_results(ledger, [odd], processed_at="2026-11-23T10:00:00Z")
-    row = L.read_ledger(ledger).iloc[0]
+    append_results(ledger, [odd], processed_at="2026-11-23T10:00:00Z")
+    row = read_ledger(ledger).iloc[0]
     assert row["name"] == "DUPONT Marie[2J" and row["source_file"] == "scans/a\\x0bb\\x1b.pdf"
     xlsx = export(ledger)
     with zipfile.ZipFile(xlsx) as z:
@@ -496,24 +514,24 @@ def test_control_characters_in_readings_and_file_names_never_reach_the_workbook(
     back = tmp_path / "back.csv"
     back.write_text("signature_id;name;decision\n" + f"{sid('odd', 1)};MARTIN\x0c Jean\x1b;correct\n", "utf-8")
     summary = do_import(back, ledger)
-    assert summary.corrected == 1 and L.read_ledger(ledger).iloc[0]["name"] == "MARTIN Jean"
+    assert summary.corrected == 1 and read_ledger(ledger).iloc[0]["name"] == "MARTIN Jean"
 
 
 def test_a_contract_1_ledger_with_control_characters_exports(tmp_path: Path) -> None:
     import csv
 
     ledger = tmp_path / "L.csv"
-    L.append_results(ledger, [page("a", [reading(1, "DUPONT Marie", "75011", ("name_low_conf",))], "a.pdf")],
+    append_results(ledger, [page("a", [reading(1, "DUPONT Marie", "75011", ("name_low_conf",))], "a.pdf")],
                      processed_at="2026-11-23T10:00:00Z")
     rows = list(csv.reader(io.StringIO(ledger.read_text("utf-8"))))
-    rows[1][L.LEDGER_COLUMNS.index("name")] = "DUPONT\x08 Marie"
-    rows[1][L.LEDGER_COLUMNS.index("source_file")] = "=cmd|' /C calc'!A0"
+    rows[1][LEDGER_COLUMNS.index("name")] = "DUPONT\x08 Marie"
+    rows[1][LEDGER_COLUMNS.index("source_file")] = "=cmd|' /C calc'!A0"
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
     ledger.write_text(buf.getvalue(), "utf-8")
-    summary = R.export_review(ledger, tmp_path / "r.xlsx")
+    summary = export_review(ledger, tmp_path / "r.xlsx")
     assert summary.rows == 1
-    ws = load_workbook(tmp_path / "r.xlsx")[R.REVIEW_SHEET]
+    ws = load_workbook(tmp_path / "r.xlsx")[REVIEW_SHEET]
     texts = [str(c.value) for row in ws.iter_rows() for c in row if c.value is not None]
     assert "DUPONT Marie" in texts and not any("\x08" in t or t.startswith("=") for t in texts)
 
@@ -521,16 +539,16 @@ def test_a_contract_1_ledger_with_control_characters_exports(tmp_path: Path) -> 
 def test_the_export_reads_crops_only_from_inside_the_crops_folder(ledger: Path, tmp_path: Path) -> None:
     secret = png_text("SECRET outside", 300)
     (tmp_path / "secret.png").write_bytes(secret)
-    crops = L.sidecar_paths(ledger).crops
+    crops = sidecar_paths(ledger).crops
     sha = hashlib.sha256(b"a").hexdigest()
     for old in (crops / sha[:16]).glob("01-*.png"):
         old.unlink()
     (crops / sha[:16] / "01-signature.png").symlink_to(tmp_path / "secret.png")  # a link out of the folder
-    details = L.read_details(L.sidecar_paths(ledger).details)
+    details = read_details(sidecar_paths(ledger).details)
     details[A1]["crops"] = {"name": "../secret.png", "postal_code": str(tmp_path / "secret.png"),
                             "signature": f"{crops.name}/{sha[:16]}/01-signature.png"}
-    L.atomic_write(L.sidecar_paths(ledger).details, L.details_text(details.values()).encode("utf-8"))
-    summary = R.export_review(ledger, tmp_path / "r.xlsx")
+    atomic_write(sidecar_paths(ledger).details, details_text(details.values()).encode("utf-8"))
+    summary = export_review(ledger, tmp_path / "r.xlsx")
     with zipfile.ZipFile(tmp_path / "r.xlsx") as z:
         media = [z.read(n) for n in z.namelist() if n.startswith("xl/media/")]
     assert media and secret not in media

@@ -17,9 +17,14 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from scan_pipeline import ledger as L
-from scan_pipeline import review as R
-from scan_pipeline.synth import generate
+from scan_pipeline.ledger.paths import sidecar_paths
+from scan_pipeline.ledger.schema import LEDGER_COLUMNS
+from scan_pipeline.ledger.sidecars import details_text, read_details
+from scan_pipeline.ledger.store import atomic_write, read_ledger
+from scan_pipeline.review.apply import import_review
+from scan_pipeline.review.export import export_review
+from scan_pipeline.review.sheet import INSTRUCTIONS_SHEET, REVIEW_SHEET
+from scan_pipeline.synth.samples import generate
 
 from .conftest import SCRIPT
 
@@ -67,9 +72,9 @@ def edited(processed, tmp_path_factory):
     xlsx = folder / "review.xlsx"
     done = run("review", "export", "--ledger", str(ledger), "--out", str(xlsx))
     assert done.returncode == 0, done.stderr
-    df = L.read_ledger(ledger).set_index("signature_id")
+    df = read_ledger(ledger).set_index("signature_id")
     wb = load_workbook(xlsx)
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     header = [c.value for c in ws[1]]
     col = {k: header.index(k) for k in header}
     lines = [r for r in ws.iter_rows(min_row=2)]
@@ -104,12 +109,12 @@ def edited(processed, tmp_path_factory):
 def test_round_trip_applies_exactly_the_volunteers_changes(edited, tmp_path):
     source, xlsx, edits, deleted_id = edited
     ledger = copy_ledger(source, tmp_path / "L")
-    before = L.read_ledger(ledger).set_index("signature_id")
+    before = read_ledger(ledger).set_index("signature_id")
     done = run("review", "import", str(xlsx), "--ledger", str(ledger), "--reviewer", "Test Reviewer")
     assert done.returncode == 0, done.stderr
     assert "2 corrected, 1 rejected, 1 marked duplicate" in done.stderr
     assert "ZZTEST" not in done.stderr + done.stdout  # no name on the terminal
-    after = L.read_ledger(ledger).set_index("signature_id")
+    after = read_ledger(ledger).set_index("signature_id")
     fix, alt, reject, dup = edits
     assert after.loc[fix, "name"] == "ZZTEST Corrigé" and after.loc[fix, "status"] == "corrected"
     assert after.loc[alt, "name"] == edits[alt]["name"] and after.loc[alt, "status"] == "corrected"
@@ -118,7 +123,7 @@ def test_round_trip_applies_exactly_the_volunteers_changes(edited, tmp_path):
     for key in edits:
         assert after.loc[key, "reviewed_by"] == "Test Reviewer" and after.loc[key, "reviewed_at"]
         assert after.loc[key, "name_ocr"] == before.loc[key, "name_ocr"]  # the machine's reading stays
-        changed = {c for c in L.LEDGER_COLUMNS[1:] if after.loc[key, c] != before.loc[key, c]}
+        changed = {c for c in LEDGER_COLUMNS[1:] if after.loc[key, c] != before.loc[key, c]}
         expected = {"status", "flags", "reviewed_by", "reviewed_at"} | ({"name"} if "name" in edits[key] else set()) \
             | ({"duplicate_of"} if key == dup else set())
         assert changed <= expected, (key, changed)
@@ -134,16 +139,16 @@ def test_round_trip_applies_exactly_the_volunteers_changes(edited, tmp_path):
 
 def test_erasing_a_row_removes_its_crops_and_it_leaves_the_export(processed, tmp_path):
     ledger = copy_ledger(processed, tmp_path / "L")
-    df = L.read_ledger(ledger)
+    df = read_ledger(ledger)
     victim = df[df["status"] == "review"].iloc[0]
-    folder = L.sidecar_paths(ledger).crops / victim["page_sha256"][:16]
+    folder = sidecar_paths(ledger).crops / victim["page_sha256"][:16]
     crops = sorted(folder.glob(f"{int(victim['row_number']):02d}-*.png"))
     assert len(crops) == 3
     assert run("ledger", "erase", str(ledger), "--id", victim["signature_id"]).returncode == 0
     assert not any(p.exists() for p in crops)
-    summary = R.export_review(ledger, tmp_path / "r.xlsx")
+    summary = export_review(ledger, tmp_path / "r.xlsx")
     assert summary.images_missing == 0
-    ids = [r[0].value for r in load_workbook(tmp_path / "r.xlsx")[R.REVIEW_SHEET].iter_rows(min_row=2)]
+    ids = [r[0].value for r in load_workbook(tmp_path / "r.xlsx")[REVIEW_SHEET].iter_rows(min_row=2)]
     assert victim["signature_id"] not in ids
 
 
@@ -160,7 +165,7 @@ def test_libreoffice_ods_and_csv_import_like_the_xlsx(edited, profile, tmp_path)
     for fmt in ("xlsx", "ods", "csv"):
         path = xlsx if fmt == "xlsx" else bench_review.convert(xlsx, fmt, tmp_path / "lo", profile)
         ledger = copy_ledger(source, tmp_path / fmt)
-        summary = R.import_review(path, ledger, reviewer="Test Reviewer", now=NOW)
+        summary = import_review(path, ledger, reviewer="Test Reviewer", now=NOW)
         assert (summary.corrected, summary.rejected, summary.duplicates) == (2, 1, 1), fmt
         results[fmt] = ledger.read_bytes()
     assert results["ods"] == results["xlsx"] and results["csv"] == results["xlsx"]
@@ -169,16 +174,16 @@ def test_libreoffice_ods_and_csv_import_like_the_xlsx(edited, profile, tmp_path)
 
 def test_libreoffice_keeps_an_injected_formula_inert(processed, profile, tmp_path):
     ledger = copy_ledger(processed, tmp_path / "L")
-    df = L.read_ledger(ledger)
+    df = read_ledger(ledger)
     evil = '=HYPERLINK("http://evil.example";"click")'
     first = df.loc[df["status"] == "review", "signature_id"].iloc[0]
     # the ledger holds no formula lead (contract 2); a reading offered as another reading may
-    paths = L.sidecar_paths(ledger)
-    details = L.read_details(paths.details)
+    paths = sidecar_paths(ledger)
+    details = read_details(paths.details)
     details[first]["name_alternatives"] = [evil, *details[first].get("name_alternatives", [])]
-    L.atomic_write(paths.details, L.details_text(details.values()).encode("utf-8"))
+    atomic_write(paths.details, details_text(details.values()).encode("utf-8"))
     xlsx = tmp_path / "review.xlsx"
-    R.export_review(ledger, xlsx)
+    export_review(ledger, xlsx)
     ods = bench_review.convert(xlsx, "ods", tmp_path / "lo", profile)
     with zipfile.ZipFile(ods) as z:
         content = z.read("content.xml").decode("utf-8")
@@ -188,12 +193,12 @@ def test_libreoffice_keeps_an_injected_formula_inert(processed, profile, tmp_pat
     # and the untouched file still imports as a no-op, from each format
     for path in (xlsx, ods):
         before = ledger.read_bytes()
-        assert not R.import_review(path, ledger, now=NOW).written and ledger.read_bytes() == before
+        assert not import_review(path, ledger, now=NOW).written and ledger.read_bytes() == before
 
 
 def test_libreoffice_renders_the_sheet_with_its_images(processed, profile, tmp_path):
     xlsx = tmp_path / "review.xlsx"
-    R.export_review(processed, xlsx)
+    export_review(processed, xlsx)
     png = bench_review.render_png(xlsx, tmp_path / "sheet.png", profile, lines=4)
     from PIL import Image
 
@@ -203,9 +208,9 @@ def test_libreoffice_renders_the_sheet_with_its_images(processed, profile, tmp_p
     pdf = tmp_path / "check"
     pdf.mkdir()
     wb = load_workbook(xlsx)
-    wb[R.INSTRUCTIONS_SHEET].sheet_state = "hidden"
+    wb[INSTRUCTIONS_SHEET].sheet_state = "hidden"
     wb.active = 1
-    ws = wb[R.REVIEW_SHEET]
+    ws = wb[REVIEW_SHEET]
     ws.print_area = "A1:T5"
     wb.save(pdf / "p.xlsx")
     out = bench_review.convert(pdf / "p.xlsx", "pdf", pdf, profile)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scan_pipeline.config import load_config
-from scan_pipeline.records import Box
-from scan_pipeline.signature import signature_state
-from scan_pipeline.synth import handwriting_fonts, strike_row, write_signature, write_text
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.records import Box
+from scan_pipeline.read.signature import signature_state
+from scan_pipeline.synth.samples import handwriting_fonts, strike_row, write_signature, write_text
 
 INK = (20, 20, 28)
 # a row at 200 dpi: name, postal code and signature cells, with a margin above and below
@@ -103,8 +103,8 @@ def test_signature_spilling_over_the_cell_line_is_signed():
 
 
 def test_row_ink_from_cut_cells_keeps_the_strike():
-    from scan_pipeline.cells import row_ink
-    from scan_pipeline.records import RowCells
+    from scan_pipeline.core.records import RowCells
+    from scan_pipeline.page.cells import row_ink
 
     canvas = _struck(0, cross=False)
     gray = canvas.mean(axis=2).astype(np.uint8)

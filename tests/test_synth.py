@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scan_pipeline.cli import app
-from scan_pipeline.postal import load_postal_list
-from scan_pipeline.synth import generate
+from scan_pipeline.core.postcodes import load_postal_list
+from scan_pipeline.synth.samples import generate
 
 from .conftest import load_truth
 
@@ -102,7 +102,7 @@ def _word_crops(tmp_path, words):
     import cv2
     import numpy as np
 
-    from scan_pipeline.synth import _text_mask, handwriting_fonts
+    from scan_pipeline.synth.samples import _text_mask, handwriting_fonts
 
     lines = ["file,label"]
     for i, word in enumerate(words):
@@ -118,7 +118,7 @@ def test_names_written_with_real_crops(tmp_path, template):
 
     import jsonschema
 
-    from scan_pipeline.synth import NameCrops
+    from scan_pipeline.synth.samples import NameCrops
 
     crops = NameCrops.read(_word_crops(tmp_path, ["LEBEL", "JEAN-LOUP", "KY", "MARTIN"]))
     truth = generate(tmp_path / "out", template, 1, seed=5, modes=("scan",), formats=("png",), name_crops=crops)

@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scan_pipeline.cli import app
-from scan_pipeline.errors import TemplateError
-from scan_pipeline.template import load_template, parse_template, validation_errors
+from scan_pipeline.core.errors import TemplateError
+from scan_pipeline.core.template import load_template, parse_template, validation_errors
 
 
 def bundled_data() -> dict:

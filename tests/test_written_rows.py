@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from scan_pipeline import synth
-from scan_pipeline.cells import cut_row, holds_writing
-from scan_pipeline.config import load_config
-from scan_pipeline.grid import page_masks
-from scan_pipeline.records import GridRow
-from scan_pipeline.sheet import SheetStyle, render_page
+from scan_pipeline.core.config import load_config
+from scan_pipeline.core.records import GridRow
+from scan_pipeline.page.cells import cut_row, holds_writing
+from scan_pipeline.page.grid import page_masks
+from scan_pipeline.synth import samples as synth
+from scan_pipeline.synth.sheet import SheetStyle, render_page
 
 DPI = 200
 INK = (20, 20, 28)
@@ -29,7 +29,7 @@ PAGE = 2  # 24 rows
 
 @pytest.fixture(scope="module")
 def ctx(template):
-    from scan_pipeline.pipeline import WorkerContext
+    from scan_pipeline.run.process import WorkerContext
 
     return WorkerContext.build(template)
 
@@ -56,7 +56,7 @@ def _cut(gray, grid):
 
 
 def _read(ctx, grid, cut, number):
-    from scan_pipeline.pipeline import read_row
+    from scan_pipeline.run.process import read_row
 
     return read_row(grid[number], cut[number], ctx, np.eye(3))
 
@@ -194,9 +194,9 @@ def test_a_lone_digit_keeps_the_row(template, ctx):
 def test_page_with_artefacts_and_light_pens(tmp_path, template, ctx):
     """A generated page through the page function: artefact rows are not signatures, light-pen rows
     all are."""
-    from scan_pipeline.load import InputFile, iter_pages
-    from scan_pipeline.pipeline import process_page
-    from scan_pipeline.postal import load_postal_list
+    from scan_pipeline.core.postcodes import load_postal_list
+    from scan_pipeline.page.load import InputFile, iter_pages
+    from scan_pipeline.run.process import process_page
 
     numbers = list(template.rows_on_page(PAGE))
     arts = tuple((n, synth.ARTEFACTS[i % len(synth.ARTEFACTS)]) for i, n in enumerate(numbers[8::2]))

@@ -1,0 +1,1 @@
+"""The records, errors, configuration, template and text rules every stage shares; imports nothing above it."""

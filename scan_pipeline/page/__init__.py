@@ -1,0 +1,1 @@
+"""Pixels to cut cells: load a page, straighten it, find its grid, cut and measure its cells."""

@@ -1,0 +1,1 @@
+"""Cells to readings: the OCR engines, names, postal codes and signatures."""
