@@ -29,6 +29,18 @@ def test_help(command):
     assert "Usage:" in result.output
 
 
+def test_usage_lines_read_as_words():
+    """`INPUT...`, `--id ID`: not typer's `{inputs}...`, `<list[str]>`, `<int range>` (see cli.py)."""
+    process = CliRunner().invoke(app, ["process", "--help"], terminal_width=100).output
+    assert "Usage: scan-pipeline process [OPTIONS] INPUT...\n" in process
+    assert "\n  INPUT...  Scans" in process and "-w, --workers WORKERS" in process
+    erase = CliRunner().invoke(app, ["ledger", "erase", "--help"], terminal_width=100).output
+    assert "Usage: scan-pipeline ledger erase [OPTIONS] LEDGER\n" in erase and "--id ID " in erase
+    for command in COMMANDS:
+        text = CliRunner().invoke(app, [*command, "--help"], terminal_width=100).output
+        assert not re.search(r"[{}]|<[a-z][^>]*>", text), (command, text)
+
+
 def test_top_help_lists_exit_codes():
     result = CliRunner().invoke(app, ["--help"])
     for code in ExitCode:

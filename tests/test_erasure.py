@@ -93,6 +93,25 @@ def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tm
     assert list((work / "overlays").glob("*.png")) == []
 
 
+
+def test_without_a_redactor_an_erasure_deletes_the_workbook(written, tmp_path):
+    """ledger.erase knows no workbook (the review layer is above it): given no redactor, it deletes
+    a workbook that shows an erased signature rather than leave the name in it."""
+    from scan_pipeline.ledger.erase import erase
+
+    root, _ = written
+    work = tmp_path / "copy"
+    shutil.copytree(root, work, symlinks=True)
+    outputs = sidecar_paths(work / "out" / "L.csv").outputs
+    outputs.write_text(outputs.read_text("utf-8").replace(str(root), str(work)), "utf-8")
+    ledger = work / "out" / "L.csv"
+    victim = read_ledger(ledger).iloc[2]["signature_id"]
+    summary = erase(ledger, ids=(victim,))
+    said = dict(summary.outputs)
+    assert said[str(work / "review.xlsx")] == "deleted (this review showed the signature)"
+    assert not (work / "review.xlsx").exists()
+    assert victim not in read_ledger(ledger)["signature_id"].tolist()
+
 def _people(folder: Path) -> Path:
     ledger = folder / "L.csv"
     append_results(ledger, [page("e1", (row(1, "DURAND Jean", "75011"), row(2, "DURAND Jez", "75011"),

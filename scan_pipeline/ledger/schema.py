@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -95,39 +96,78 @@ _TOP_KEYWORDS = frozenset({"$schema", "$id", "title", "description", "type", "pr
                            "additionalProperties"})
 
 
-@lru_cache(maxsize=1)
-def _prescreen() -> Callable[[dict[str, Any]], bool] | None:
-    """A fast yes/no 'the schema finds no error', derived from the schema itself.
+@dataclass(frozen=True)
+class ColumnRule:
+    """The schema's rules for one column's text, compiled once: the one checker behind every fast
+    path (a row, a column of a million values, the CSV writer's quoting); jsonschema only words the
+    problems of what fails here."""
 
-    jsonschema costs ~0.3 ms a row, seconds for a large ledger read on every run; valid rows skip
-    it and only failing rows go through iter_errors for the messages. None (always use jsonschema)
-    when the schema uses a keyword this does not understand.
-    """
+    name: str
+    pattern: re.Pattern[str] | None
+    enum: frozenset[str] | None
+    min_length: int
+
+    @property
+    def only_text(self) -> bool:
+        """Any text is valid (a free-text column: names, communes, paths)."""
+        return self.pattern is None and self.enum is None and not self.min_length
+
+    def ok(self, value: Any) -> bool:
+        """What jsonschema says of one value (re.search, as jsonschema does: '$' matches before a
+        final newline, which the callers check apart)."""
+        return (isinstance(value, str) and len(value) >= self.min_length
+                and (self.pattern is None or self.pattern.search(value) is not None)
+                and (self.enum is None or value in self.enum))
+
+    def all_ok(self, values: list[str]) -> bool:
+        """`ok` of many texts at once, looping in C, and none of them ending with a newline when the
+        column has a pattern: what the row check and its newline check say together."""
+        if not values:
+            return True
+        if self.min_length and min(map(len, values)) < self.min_length:
+            return False
+        if self.enum is not None and not self.enum.issuperset(values):
+            return False
+        if self.pattern is not None:
+            if None in map(self.pattern.search, values):
+                return False
+            if "\n\0" in "\0".join(values) + "\0":
+                return False
+        return True
+
+
+@lru_cache(maxsize=1)
+def column_rules() -> dict[str, ColumnRule] | None:
+    """Each column's rule, from the schema itself; None (every check goes through jsonschema) when
+    the schema uses a keyword this does not understand."""
     schema = load_schema()
     props: dict[str, dict[str, Any]] = schema.get("properties", {})
     if (set(schema) - _TOP_KEYWORDS or schema.get("type") != "object"
             or schema.get("additionalProperties") is not False
             or set(schema.get("required", ())) != set(props)):
         return None
-    checks = []
+    rules = {}
     for name, prop in props.items():
         if set(prop) - _SIMPLE_KEYWORDS or prop.get("type") != "string":
             return None
-        pattern = re.compile(prop["pattern"]) if "pattern" in prop else None  # jsonschema uses re.search too
-        enum = frozenset(prop["enum"]) if "enum" in prop else None
-        checks.append((name, pattern, enum, int(prop.get("minLength", 0))))
-    keys = frozenset(props)
+        rules[name] = ColumnRule(name, re.compile(prop["pattern"]) if "pattern" in prop else None,
+                                 frozenset(prop["enum"]) if "enum" in prop else None, int(prop.get("minLength", 0)))
+    return rules
+
+
+@lru_cache(maxsize=1)
+def _prescreen() -> Callable[[dict[str, Any]], bool] | None:
+    """A fast yes/no 'the schema finds no error' for one row (jsonschema costs ~0.3 ms a row, seconds
+    for a large ledger read on every run; valid rows skip it, failing rows go through it for the
+    messages). None when the schema is beyond `column_rules`."""
+    rules = column_rules()
+    if rules is None:
+        return None
+    checks = tuple(rules.values())
+    keys = frozenset(rules)
 
     def passes(row: dict[str, Any]) -> bool:
-        if row.keys() != keys:
-            return False
-        for name, pattern, enum, min_length in checks:
-            value = row[name]
-            if (not isinstance(value, str) or len(value) < min_length
-                    or (pattern is not None and pattern.search(value) is None)
-                    or (enum is not None and value not in enum)):
-                return False
-        return True
+        return row.keys() == keys and all(rule.ok(row[rule.name]) for rule in checks)
 
     return passes
 
@@ -223,38 +263,6 @@ def row_problems(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     return problems
 
 
-def _values_check(prop: dict[str, Any]) -> Callable[[list[str]], bool]:
-    """A check of many text values at once (the schema's rules for one column), looping in C."""
-    pattern = re.compile(prop["pattern"]) if "pattern" in prop else None
-    enum = frozenset(prop["enum"]) if "enum" in prop else None
-    min_length = int(prop.get("minLength", 0))
-
-    def ok(values: list[str]) -> bool:
-        if not values:
-            return True
-        if min_length and min(map(len, values)) < min_length:
-            return False
-        if enum is not None and not enum.issuperset(values):
-            return False
-        if pattern is not None:
-            if None in map(pattern.search, values):
-                return False
-            if "\n\0" in "\0".join(values) + "\0":  # '$' also matches before a final newline
-                return False
-        return True
-
-    return ok
-
-
-@lru_cache(maxsize=1)
-def _column_checks() -> dict[str, Callable[[list[str]], bool] | None] | None:
-    """Per column, a check of its distinct values; None for a column whose only rule is 'text'."""
-    if _prescreen() is None:  # the schema uses keywords the fast path does not know
-        return None
-    return {name: _values_check(prop) if {"pattern", "enum", "minLength"} & set(prop) else None
-            for name, prop in load_schema()["properties"].items()}
-
-
 # signature_id is page_sha256[:16], a dash and row_number on at least two digits: when those two
 # columns pass these patterns and every id is the one they give, the id passes its pattern too.
 SIGNATURE_ID_PATTERN = "[0-9a-f]{16}-[0-9]{2,}"  # what signature_id gives (also in schemas/ledger.schema.json)
@@ -287,18 +295,18 @@ def _fast_valid(df: pd.DataFrame) -> bool:
     so a million-row ledger takes about a second rather than minutes; it checks exactly what
     row_problems checks.
     """
-    checks = _column_checks()
-    if checks is None or list(df.columns) != list(LEDGER_COLUMNS):
+    rules = column_rules()
+    if rules is None or list(df.columns) != list(LEDGER_COLUMNS):
         return False
     if not len(df):
         return True
     arrays = {c: df[c].to_numpy(dtype=object) for c in LEDGER_COLUMNS}
-    for name, check in checks.items():
+    for name, rule in rules.items():
         if pd.api.types.infer_dtype(arrays[name], skipna=False) != "string":
             return False  # a value that is not text (a missing cell reads as NaN)
-        if check is None or (name == "signature_id" and _id_follows_from_parts()):
+        if rule.only_text or (name == "signature_id" and _id_follows_from_parts()):
             continue  # the id is compared with page_sha256 and row_number below
-        if not check(pd.unique(arrays[name]).tolist()):
+        if not rule.all_ok(pd.unique(arrays[name]).tolist()):
             return False
     ids = arrays["signature_id"]
     if pd.Series(ids).duplicated().any():

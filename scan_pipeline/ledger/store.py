@@ -26,10 +26,9 @@ from scan_pipeline.ledger.schema import (
     _FREE_TEXT,
     _READ_HINT,
     LEDGER_COLUMNS,
-    _column_checks,
     _fast_valid,
     _header_problems,
-    load_schema,
+    column_rules,
     problem_list,
     row_problems,
     validate_ledger_frame,
@@ -253,9 +252,10 @@ def _csv_column(values: list[str], free: bool) -> list[str]:
 
 def ledger_csv_text(df: pd.DataFrame) -> str:
     """The exact bytes (as text) write_ledger puts on disk for a valid frame."""
-    checks = _column_checks() or {}
-    columns = [_csv_column(df[c].tolist(), c in _FREE_TEXT or c not in checks
-                           or not ({"pattern", "enum"} & set(load_schema()["properties"][c])))
+    rules = column_rules() or {}
+    # a column whose values a pattern or a list fixes needs no quoting check, value by value
+    columns = [_csv_column(df[c].tolist(), c in _FREE_TEXT or c not in rules
+                           or (rules[c].pattern is None and rules[c].enum is None))
                for c in LEDGER_COLUMNS]
     header = ",".join(LEDGER_COLUMNS) + "\n"
     if not len(df):

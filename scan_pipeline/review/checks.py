@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -83,8 +84,12 @@ def _looks_like_code(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9 ]{4,6}", text)) and len(text.replace(" ", "")) in (4, 5)
 
 
+Bad = Callable[..., None]  # bad(message, typed=""): one problem of the line being checked
+
+
 def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], postal: PostalList,
                 current: dict[str, dict[str, str]]) -> tuple[Decision | None, list[Problem]]:
+    """One line of the returned sheet: its Decision, or every problem it has (never both)."""
     sid = cells.get("signature_id", SheetCell("")).value.strip()
     edits = {k: cells.get(k, SheetCell("")) for k in EDIT_KEYS}
     problems: list[Problem] = []
@@ -109,90 +114,122 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
             "ledger?): leave the line empty")
         return None, problems
     row = current[sid]
-
-    decision = ""
-    if typed["decision"]:
-        folded = _typed_word(typed["decision"])
-        decision = _DECISION_WORDS.get(folded, "")
-        if not decision:
-            hint = " (it belongs in the signature column)" if folded in _SIGNATURE_WORDS else ""
-            bad(f"the decision typed is not one of: {', '.join(DECISIONS)}{hint}", typed["decision"])
-
-    name = typed["name"] or None
-    if name is not None:
-        folded = _typed_word(name)
-        if _looks_like_code(name):
-            bad("the name column holds a postal code: type it in the postal_code column")
-        elif folded in _DECISION_WORDS or folded in _SIGNATURE_WORDS:
-            bad(f"the name column holds {folded!r}: that belongs in the "
-                f"{'decision' if folded in _DECISION_WORDS else 'signature'} column")
-        elif name.startswith(_FORMULA_START):
-            bad("the name starts with = + - or @: type the name only (letters)")
-        elif not any(c.isalpha() for c in name):
-            bad("the name has no letters: type the name as NOM Prénom, or leave it empty")
-        elif name == row["name"]:
-            name = None  # the machine's value, picked from the dropdown: nothing to correct
-
-    postal_code = typed["postal_code"] or None
-    if postal_code is not None:
-        digits = postal_code.replace(" ", "")
-        if len(digits) == 4 and digits.isdigit():
-            digits = "0" + digits  # a spreadsheet dropped the leading zero
-        if any(c.isalpha() for c in postal_code):
-            folded = _typed_word(postal_code)
-            where = ("decision" if folded in _DECISION_WORDS else "signature" if folded in _SIGNATURE_WORDS
-                     else "name")
-            bad(f"the postal_code column holds letters (it looks like a {where}): type five digits here, "
-                f"and the {where} in its own column", postal_code)
-        elif not (len(digits) == 5 and digits.isdigit()):
-            bad("the postal code typed is not five digits: type it like 01000", postal_code)
-        elif digits not in postal:
-            bad("the postal code typed is not a French postal code: check the image; if the signer wrote a "
-                "code that does not exist, leave postal_code empty", digits)
-        else:
-            postal_code = None if digits == row["postal_code"] else digits
-
-    signature = typed["signature"] or None
-    if signature is not None:
-        folded = _typed_word(signature)
-        state = _SIGNATURE_WORDS.get(folded)
-        if state is None:
-            hint = " (it belongs in the decision column)" if folded in _DECISION_WORDS else ""
-            bad(f"the signature typed is not one of: {', '.join(SIGNATURE_STATES)}{hint}", typed["signature"])
-        signature = None if state == row["signature"] else state
-
+    decision = _typed_decision(typed["decision"], bad)
+    name = _typed_name(typed["name"], row, bad)
+    postal_code = _typed_postal_code(typed["postal_code"], row, postal, bad)
+    signature = _typed_signature(typed["signature"], row, bad)
     shown = _ID_RE.search(cells.get("possible duplicate of", SheetCell("")).value or "")
     candidate = shown.group(0) if shown else ""
-    duplicate_of = None
-    if typed["duplicate_of"]:
-        found = _ID_RE.fullmatch(typed["duplicate_of"].lower())
-        folded = _typed_word(typed["duplicate_of"])
-        if found is None:
-            hint = (": choose duplicate in the decision column and leave duplicate_of empty for the row shown"
-                    if folded in _DECISION_WORDS else "")
-            bad(f"duplicate_of must be a signature_id like 3f2a9c0d11e4b5a7-07{hint}", typed["duplicate_of"])
-        elif found.group(0) not in ledger_ids:
-            bad(f"duplicate_of {found.group(0)} is not a signature_id of the ledger: copy it from its line")
-        elif found.group(0) == sid:
-            bad("duplicate_of names the line itself: give the id of the row it repeats")
-        else:
-            duplicate_of = found.group(0)
-
+    duplicate_of = _typed_duplicate_of(typed["duplicate_of"], sid, ledger_ids, bad)
     if problems:
         return None, problems
+    decision, duplicate_of = _settled(decision, typed, row, (name, postal_code, signature), duplicate_of, candidate,
+                                      ledger_ids, bad)
+    if problems or not decision:
+        return None, problems
+    return Decision(number, sid, decision, name, postal_code, signature,
+                    duplicate_of if decision == "duplicate" else None, bool(candidate),
+                    cells.get("check", SheetCell("")).value.strip()), []
+
+
+def _typed_decision(text: str, bad: Bad) -> str:
+    if not text:
+        return ""
+    folded = _typed_word(text)
+    decision = _DECISION_WORDS.get(folded, "")
+    if not decision:
+        hint = " (it belongs in the signature column)" if folded in _SIGNATURE_WORDS else ""
+        bad(f"the decision typed is not one of: {', '.join(DECISIONS)}{hint}", text)
+    return decision
+
+
+def _typed_name(text: str, row: dict[str, str], bad: Bad) -> str | None:
+    """The corrected name, or None (nothing typed, or the machine's own value)."""
+    if not text:
+        return None
+    folded = _typed_word(text)
+    if _looks_like_code(text):
+        bad("the name column holds a postal code: type it in the postal_code column")
+    elif folded in _DECISION_WORDS or folded in _SIGNATURE_WORDS:
+        bad(f"the name column holds {folded!r}: that belongs in the "
+            f"{'decision' if folded in _DECISION_WORDS else 'signature'} column")
+    elif text.startswith(_FORMULA_START):
+        bad("the name starts with = + - or @: type the name only (letters)")
+    elif not any(c.isalpha() for c in text):
+        bad("the name has no letters: type the name as NOM Prénom, or leave it empty")
+    elif text == row["name"]:
+        return None  # the machine's value, picked from the dropdown: nothing to correct
+    return text
+
+
+def _typed_postal_code(text: str, row: dict[str, str], postal: PostalList, bad: Bad) -> str | None:
+    if not text:
+        return None
+    digits = text.replace(" ", "")
+    if len(digits) == 4 and digits.isdigit():
+        digits = "0" + digits  # a spreadsheet dropped the leading zero
+    if any(c.isalpha() for c in text):
+        folded = _typed_word(text)
+        where = ("decision" if folded in _DECISION_WORDS else "signature" if folded in _SIGNATURE_WORDS
+                 else "name")
+        bad(f"the postal_code column holds letters (it looks like a {where}): type five digits here, "
+            f"and the {where} in its own column", text)
+    elif not (len(digits) == 5 and digits.isdigit()):
+        bad("the postal code typed is not five digits: type it like 01000", text)
+    elif digits not in postal:
+        bad("the postal code typed is not a French postal code: check the image; if the signer wrote a "
+            "code that does not exist, leave postal_code empty", digits)
+    else:
+        return None if digits == row["postal_code"] else digits
+    return text
+
+
+def _typed_signature(text: str, row: dict[str, str], bad: Bad) -> str | None:
+    if not text:
+        return None
+    folded = _typed_word(text)
+    state = _SIGNATURE_WORDS.get(folded)
+    if state is None:
+        hint = " (it belongs in the decision column)" if folded in _DECISION_WORDS else ""
+        bad(f"the signature typed is not one of: {', '.join(SIGNATURE_STATES)}{hint}", text)
+    return None if state == row["signature"] else state
+
+
+def _typed_duplicate_of(text: str, sid: str, ledger_ids: set[str], bad: Bad) -> str | None:
+    if not text:
+        return None
+    found = _ID_RE.fullmatch(text.lower())
+    if found is None:
+        hint = (": choose duplicate in the decision column and leave duplicate_of empty for the row shown"
+                if _typed_word(text) in _DECISION_WORDS else "")
+        bad(f"duplicate_of must be a signature_id like 3f2a9c0d11e4b5a7-07{hint}", text)
+    elif found.group(0) not in ledger_ids:
+        bad(f"duplicate_of {found.group(0)} is not a signature_id of the ledger: copy it from its line")
+    elif found.group(0) == sid:
+        bad("duplicate_of names the line itself: give the id of the row it repeats")
+    else:
+        return found.group(0)
+    return None
+
+
+def _settled(decision: str, typed: dict[str, str], row: dict[str, str], values: tuple[str | None, ...],
+             duplicate_of: str | None, candidate: str, ledger_ids: set[str], bad: Bad) -> tuple[str, str | None]:
+    """The decision a line means when its cells are valid one by one: the one chosen, or the one its
+    typed values imply; and the row it repeats."""
+    corrected = any(v is not None for v in values)
+    typed_values = any(typed[k] for k in ("name", "postal_code", "signature"))
     if not decision:
         if duplicate_of:
             decision = "duplicate"
-        elif any(v is not None for v in (name, postal_code, signature)) or any(
-                typed[k] for k in ("name", "postal_code", "signature")):
+        elif corrected or typed_values:
             decision = "correct"
-    if decision == "correct" and not any(v is not None for v in (name, postal_code, signature)):
-        if any(typed[k] for k in ("name", "postal_code", "signature")):
+    if decision == "correct" and not corrected:
+        if typed_values:
             decision = "ok"  # the values typed are the machine's own: nothing to correct, they confirm it
         else:
             bad("decision correct, but no corrected value typed: type the right name, postal_code or "
                 "signature, or choose ok if the machine read it right")
-    if decision in ("ok", "correct") and not (name or row["name"]):
+    if decision in ("ok", "correct") and not (values[0] or row["name"]):
         bad(f"decision {decision}, but the name is empty: type the name, or choose not a signature")
     if decision == "duplicate" and not (duplicate_of or candidate):
         bad("decision duplicate, but no row to be a duplicate of: type that row's signature_id in duplicate_of")
@@ -201,11 +238,7 @@ def _check_line(number: int, cells: dict[str, SheetCell], ledger_ids: set[str], 
         if duplicate_of is None:
             bad(f"the row shown as possible duplicate ({candidate}) is no longer in the ledger: type another "
                 "row's signature_id in duplicate_of, or choose another decision")
-    if problems or not decision:
-        return None, problems
-    return Decision(number, sid, decision, name, postal_code, signature,
-                    duplicate_of if decision == "duplicate" else None, bool(candidate),
-                    cells.get("check", SheetCell("")).value.strip()), []
+    return decision, duplicate_of
 
 
 def check_review_table(table: ReviewTable, df: pd.DataFrame,

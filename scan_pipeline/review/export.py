@@ -173,13 +173,55 @@ def export_review(ledger: Path, out: Path, *, all_rows: bool = False, limit: int
                          time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class _Line:
+    """What one line of the review sheet shows, before it is written."""
+
+    values: dict[str, Any]  # info column -> text (or a float shown as a percentage)
+    options: dict[str, list[str]]  # edit column -> its dropdown's options (the machine's reading first)
+    pictures: list[tuple[str, bytes | None]]  # image column -> PNG (None: no crop)
+
+
+def _line(row: dict[str, Any], by_id: pd.DataFrame, details: dict[str, Any], crops_dir: Path) -> _Line:
+    sid = row["signature_id"]
+    det = details.get(sid, {})
+    rank = by_id.at[sid, "_rank"]
+    candidates = ([row["duplicate_of"]] if row["status"] == "duplicate" and row["duplicate_of"] else []) + [
+        c for c in det.get("duplicate_candidates", []) if c in by_id.index and by_id.at[c, "_rank"] < rank]
+    candidates = list(dict.fromkeys(candidates))[:MAX_OPTIONS]
+    name_opts = _options(row["name"], det.get("name_alternatives", []))
+    postal_opts = _options(row["postal_code"], det.get("postal_alternatives", []))
+    first_cand = by_id.loc[candidates[0]] if candidates else None
+    postal_read = row["postal_code"] or (f"({row['postal_code_ocr']})" if row["postal_code_ocr"] else "")
+    values = {
+        "signature_id": sid,
+        "sheet": _where(row),
+        "name read": row["name"],
+        "name confidence": _percent(row["name_confidence"]),
+        "other name readings": "\n".join(name_opts[1:]),
+        "postal code read": postal_read,
+        "postal confidence": _percent(row["postal_confidence"]),
+        "other postal codes": "\n".join(postal_opts[1:]),
+        "signature read": row["signature"],
+        "to check": flags_in_words(row["flags"], row["status"], row["duplicate_of"]),
+        "possible duplicate of": (f"{candidates[0]}\n{first_cand['name']}, {first_cand['postal_code']}"
+                                  if first_cand is not None else ""),
+        "check": row_fingerprint(row),
+    }
+    pictures = [(key, _crop_bytes(crops_dir, det, row["page_sha256"], row["row_number"], field_))
+                for key, field_ in IMAGE_FIELDS.items()]
+    if first_cand is not None:
+        data = _crop_bytes(crops_dir, details.get(candidates[0], {}), first_cand["page_sha256"],
+                           first_cand["row_number"], "name")
+        if data is not None:  # no image of the other row: its column stays empty, not '(no image)'
+            pictures.append(("duplicate image", data))
+    return _Line(values, {"name": name_opts, "postal_code": postal_opts, "duplicate_of": candidates}, pictures)
+
+
 def _fill_review_sheet(ws: Any, lists: Any, rows: pd.DataFrame, by_id: pd.DataFrame, details: dict[str, Any],
                        crops_dir: Path) -> tuple[int, int]:
-    from openpyxl.drawing.image import Image
-    from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
     from openpyxl.styles import Alignment, Font, PatternFill, Protection
     from openpyxl.utils import get_column_letter
-    from openpyxl.utils.units import pixels_to_EMU
     from openpyxl.worksheet.datavalidation import DataValidation
 
     col = {c.key: i for i, c in enumerate(COLUMNS, start=1)}
@@ -205,35 +247,9 @@ def _fill_review_sheet(ws: Any, lists: Any, rows: pd.DataFrame, by_id: pd.DataFr
 
     widths_px = {k: 0 for k in IMAGE_MAX_WIDTH_PX}
     images = missing = 0
-    for i, row in enumerate(rows.to_dict("records")):
-        r = i + 2
-        sid = row["signature_id"]
-        det = details.get(sid, {})
-        height_px = 20
-        rank = by_id.at[sid, "_rank"]
-        candidates = ([row["duplicate_of"]] if row["status"] == "duplicate" and row["duplicate_of"] else []) + [
-            c for c in det.get("duplicate_candidates", []) if c in by_id.index and by_id.at[c, "_rank"] < rank]
-        candidates = list(dict.fromkeys(candidates))[:MAX_OPTIONS]
-        name_opts = _options(row["name"], det.get("name_alternatives", []))
-        postal_opts = _options(row["postal_code"], det.get("postal_alternatives", []))
-        first_cand = by_id.loc[candidates[0]] if candidates else None
-        postal_read = row["postal_code"] or (f"({row['postal_code_ocr']})" if row["postal_code_ocr"] else "")
-        values = {
-            "signature_id": sid,
-            "sheet": _where(row),
-            "name read": row["name"],
-            "name confidence": _percent(row["name_confidence"]),
-            "other name readings": "\n".join(name_opts[1:]),
-            "postal code read": postal_read,
-            "postal confidence": _percent(row["postal_confidence"]),
-            "other postal codes": "\n".join(postal_opts[1:]),
-            "signature read": row["signature"],
-            "to check": flags_in_words(row["flags"], row["status"], row["duplicate_of"]),
-            "possible duplicate of": (f"{candidates[0]}\n{first_cand['name']}, {first_cand['postal_code']}"
-                                      if first_cand is not None else ""),
-            "check": row_fingerprint(row),
-        }
-        for key, value in values.items():
+    for r, row in enumerate(rows.to_dict("records"), start=2):
+        line = _line(row, by_id, details, crops_dir)
+        for key, value in line.values.items():
             cell = ws.cell(row=r, column=col[key])
             if isinstance(value, float):
                 cell.value = value
@@ -248,54 +264,68 @@ def _fill_review_sheet(ws: Any, lists: Any, rows: pd.DataFrame, by_id: pd.DataFr
             cell.fill = edit_fill
             cell.number_format = "@"  # text: a postal code keeps its leading 0
             cell.alignment = wrap
-        # dropdowns of this row's options, kept on the hidden lists sheet (a list written inline
-        # breaks on commas and quotes)
-        for key, opts, offset in (("name", name_opts, 1), ("postal_code", postal_opts, 1 + MAX_OPTIONS),
-                                  ("duplicate_of", candidates, 1 + 2 * MAX_OPTIONS)):
-            if not opts or (key != "duplicate_of" and len(opts) < 2):
-                continue
-            for k, value in enumerate(opts):
-                lc = lists.cell(row=r, column=offset + k, value=neutralise(value))
-                lc.data_type = "s"
-            first, last = get_column_letter(offset), get_column_letter(offset + len(opts) - 1)
-            dv = DataValidation(type="list", formula1=f"{LISTS_SHEET}!${first}${r}:${last}${r}", allow_blank=True,
-                                showErrorMessage=False)  # free text stays allowed
-            ws.add_data_validation(dv)
-            dv.add(f"{letter[key]}{r}")
+        _add_dropdowns(ws, lists, r, letter, line.options)
         decision_dv.add(f"{letter['decision']}{r}")
         signature_dv.add(f"{letter['signature']}{r}")
-
-        pictures = [(key, _crop_bytes(crops_dir, det, row["page_sha256"], row["row_number"], field_))
-                    for key, field_ in IMAGE_FIELDS.items()]
-        if first_cand is not None:
-            pictures.append(("duplicate image", _crop_bytes(crops_dir, details.get(candidates[0], {}),
-                                                            first_cand["page_sha256"], first_cand["row_number"],
-                                                            "name")))
-        for key, data in pictures:
-            if key == "duplicate image" and data is None:
-                continue
+        height_px = 20
+        for key, data in line.pictures:
             if data is None:
                 ws.cell(row=r, column=col[key], value="(no image)").alignment = wrap
                 missing += 1
                 continue
-            w, h = _png_size(data) or (1, 1)
-            scale = min(IMAGE_HEIGHT_PX / h, IMAGE_MAX_WIDTH_PX[key] / w)
-            dw, dh = max(1, round(w * scale)), max(1, round(h * scale))
-            image = Image(io.BytesIO(data))
-            image.width, image.height = dw, dh
-            m = pixels_to_EMU(IMAGE_MARGIN_PX)
-            # anchored to its cell ("move and size with cells"): sorting or deleting rows takes it along
-            image.anchor = TwoCellAnchor(
-                editAs="twoCell",
-                _from=AnchorMarker(col=col[key] - 1, colOff=m, row=r - 1, rowOff=m),
-                to=AnchorMarker(col=col[key] - 1, colOff=m + pixels_to_EMU(dw), row=r - 1,
-                                rowOff=m + pixels_to_EMU(dh)))
-            ws.add_image(image)
+            dw, dh = _add_picture(ws, r, col[key], key, data)
             images += 1
             widths_px[key] = max(widths_px[key], dw)
             height_px = max(height_px, dh + 2 * IMAGE_MARGIN_PX)
-        lines = max(_text_lines(str(values[c.key]), c.width) for c in COLUMNS if c.kind == "info")
+        lines = max(_text_lines(str(line.values[c.key]), c.width) for c in COLUMNS if c.kind == "info")
         ws.row_dimensions[r].height = max(height_px * 0.75, 13 * lines + 4)  # points; 1 px = 0.75 pt
+    _finish_sheet(ws, letter, widths_px, len(rows))
+    return images, missing
+
+
+def _add_dropdowns(ws: Any, lists: Any, r: int, letter: dict[str, str], options: dict[str, list[str]]) -> None:
+    """Each edit cell's dropdown of this row's options, kept on the hidden lists sheet (a list written
+    inline breaks on commas and quotes); free text stays allowed."""
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    for key, offset in (("name", 1), ("postal_code", 1 + MAX_OPTIONS), ("duplicate_of", 1 + 2 * MAX_OPTIONS)):
+        opts = options[key]
+        if not opts or (key != "duplicate_of" and len(opts) < 2):
+            continue
+        for k, value in enumerate(opts):
+            lc = lists.cell(row=r, column=offset + k, value=neutralise(value))
+            lc.data_type = "s"
+        first, last = get_column_letter(offset), get_column_letter(offset + len(opts) - 1)
+        dv = DataValidation(type="list", formula1=f"{LISTS_SHEET}!${first}${r}:${last}${r}", allow_blank=True,
+                            showErrorMessage=False)
+        ws.add_data_validation(dv)
+        dv.add(f"{letter[key]}{r}")
+
+
+def _add_picture(ws: Any, r: int, column: int, key: str, data: bytes) -> tuple[int, int]:
+    """A crop in its cell, scaled to the row height and the column's width; its drawn size in px."""
+    from openpyxl.drawing.image import Image
+    from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
+    from openpyxl.utils.units import pixels_to_EMU
+
+    w, h = _png_size(data) or (1, 1)
+    scale = min(IMAGE_HEIGHT_PX / h, IMAGE_MAX_WIDTH_PX[key] / w)
+    dw, dh = max(1, round(w * scale)), max(1, round(h * scale))
+    image = Image(io.BytesIO(data))
+    image.width, image.height = dw, dh
+    m = pixels_to_EMU(IMAGE_MARGIN_PX)
+    # anchored to its cell ("move and size with cells"): sorting or deleting rows takes it along
+    image.anchor = TwoCellAnchor(
+        editAs="twoCell",
+        _from=AnchorMarker(col=column - 1, colOff=m, row=r - 1, rowOff=m),
+        to=AnchorMarker(col=column - 1, colOff=m + pixels_to_EMU(dw), row=r - 1, rowOff=m + pixels_to_EMU(dh)))
+    ws.add_image(image)
+    return dw, dh
+
+
+def _finish_sheet(ws: Any, letter: dict[str, str], widths_px: dict[str, int], n_rows: int) -> None:
+    from openpyxl.utils import get_column_letter
 
     for c in COLUMNS:
         dim = ws.column_dimensions[letter[c.key]]
@@ -308,14 +338,13 @@ def _fill_review_sheet(ws: Any, lists: Any, rows: pd.DataFrame, by_id: pd.DataFr
     ws.row_dimensions[1].height = 32
     ws.freeze_panes = "C2"  # header and the row's id and place stay in view
     last = get_column_letter(len(COLUMNS))
-    ws.auto_filter.ref = f"A1:{last}{max(2, len(rows) + 1)}"
+    ws.auto_filter.ref = f"A1:{last}{max(2, n_rows + 1)}"
     # Locked cells (everything but the correction columns) cannot be typed over. No password, so
     # LibreOffice opens it and a coordinator can lift it; filtering and resizing stay allowed.
     ws.protection.sheet = True
     ws.protection.objects = True
     for option in ("sort", "autoFilter", "formatColumns", "formatRows", "deleteRows"):
         setattr(ws.protection, option, False)
-    return images, missing
 
 
 INSTRUCTIONS = (
