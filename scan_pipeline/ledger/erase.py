@@ -1,6 +1,6 @@
 """Erasure everywhere the tool wrote: the ledger and its sidecars, and the files listed as its outputs.
 
-`ledger.erase_rows` removes the rows, crops and details in one change (journal.py); this module
+`erase_rows` removes the rows, crops and details in one change (journal.py); `erase`
 adds to that same change what becomes of each output (`L.outputs.jsonl`) that shows an erased
 signature: a review workbook has those lines blanked in place by `redact` (the volunteers' other
 lines kept; the review layer, above this one, knows the workbook: the CLI passes its redactor),
@@ -89,7 +89,7 @@ class EraseSummary:
 
 # What erasure does to the files the tool wrote beside a ledger (run reports, review workbooks,
 # overlays): given the change, the erased ids and their pages, it stages their rewriting or removal
-# and says, per file, what it did (`erasure.py`, which knows their formats).
+# and says, per file, what it did (`erase` below, with the review layer's redactor).
 OutputsHook = Callable[[journal.Change, set[str], set[str]], list[tuple[str, str]]]
 
 
@@ -182,7 +182,7 @@ def erase_rows(ledger: Path, *, ids: Sequence[str] = (), name: str | None = None
 def erase(ledger: Path, *, ids: tuple[str, ...] = (), name: str | None = None, postal_code: str | None = None,
           dry_run: bool = False, dedup_config: DedupConfig | None = None, now: str | None = None,
           lock_timeout: float = 120.0, redact: Redactor | None = None) -> EraseSummary:
-    """`ledger.erase_rows`, reaching the ledger's outputs too (see the module doc)."""
+    """`erase_rows`, reaching the ledger's outputs too (see the module doc)."""
     ledger = Path(ledger)
 
     def outputs(change: journal.Change, gone_ids: set[str], gone_pages: set[str]) -> list[tuple[str, str]]:

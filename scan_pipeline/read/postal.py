@@ -345,7 +345,7 @@ def read_postal(crop: np.ndarray, has_ink: bool, engine: OcrEngine | None, posta
     """Read a handwritten postal code cell and decode it over the list of real codes.
 
     The digit model scores every candidate piece of the cell; the list decides. `engine` (Tesseract)
-    is not needed for digits; it is kept for the signature pipeline.py calls.
+    is not needed for digits; it is kept for the signature run/process.py calls.
     """
     if not has_ink:
         return PostalDecision("", "", 1.0, "accept", False, "", (), ())
