@@ -20,7 +20,7 @@ from rich.table import Table
 from scan_pipeline import __version__
 from scan_pipeline.core.errors import EXIT_CODE_HELP, ExitCode, PipelineError
 from scan_pipeline.core.text import display_path, printable
-from scan_pipeline.synth.samples import FORMATS, MODES
+from scan_pipeline.synth.samples import ALL_MODES, FORMATS, MODES
 
 
 # Usage lines that read as words, as click writes them (`INPUT...`, `--id ID`): typer 0.29's own
@@ -118,7 +118,7 @@ def main(
 @handles_errors
 def process(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT", show_default=False,
-                                                help="Scans (PDF, TIFF, JPEG, PNG) or folders of them.")],
+                                                help="Scans (PDF, TIFF, JPEG, PNG, HEIC) or folders of them.")],
     ledger: Annotated[Path, typer.Option("--ledger", "-l", help="The ledger CSV to create or add to.")],
     template: TemplateOpt = None,
     config: ConfigOpt = None,
@@ -145,11 +145,11 @@ def process(
 ) -> None:
     """Read every page of each INPUT and add its signatures to the ledger.
 
-    Folders are searched recursively for .pdf .tif .tiff .png .jpg .jpeg files (any case). Pages
-    already in the ledger are skipped, so running the same command again adds nothing, and a run
-    that was interrupted continues where it stopped. Each row's cell images are written beside the
-    ledger (LEDGER.crops/) for review. A file or page that cannot be read is listed on stderr with
-    the reason; the others are processed (exit code 10).
+    Folders are searched recursively for .pdf .tif .tiff .png .jpg .jpeg .heic .heif files (any
+    case). Pages already in the ledger are skipped, so running the same command again adds nothing,
+    and a run that was interrupted continues where it stopped. Each row's cell images are written
+    beside the ledger (LEDGER.crops/) for review. A file or page that cannot be read is listed on
+    stderr with the reason; the others are processed (exit code 10).
     """
     import signal
 
@@ -295,7 +295,8 @@ def samples_generate(
                                             show_default=False)],
     sheets: Annotated[int, typer.Option(min=1, max=10000, help="How many two-page sheets.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 1,
-    modes: Annotated[str, typer.Option(help="Comma-separated: scan,gray,bilevel,photo.")] = ",".join(MODES),
+    modes: Annotated[str, typer.Option(help="Comma-separated: scan,gray,bilevel,photo, or hardphoto (phone "
+                                            "photos taken in a hurry).")] = ",".join(MODES),
     formats: Annotated[str, typer.Option(help="Comma-separated: pdf,png,jpg,tiff.")] = ",".join(FORMATS),
     dpi: Annotated[int | None, typer.Option(
         min=100, max=600, help="Scan resolution of every sheet but photos [default: 150-300, varied]",
@@ -310,7 +311,7 @@ def samples_generate(
     from scan_pipeline.core.template import load_template
     from scan_pipeline.synth.samples import NameCrops, generate
 
-    chosen_modes = _choices(modes, MODES, "--modes")
+    chosen_modes = _choices(modes, ALL_MODES, "--modes")
     chosen_formats = _choices(formats, FORMATS, "--formats")
     crops = NameCrops.read(name_crops) if name_crops else None
     truth = generate(out_dir, load_template(template), sheets, seed, chosen_modes, chosen_formats, dpi=dpi,

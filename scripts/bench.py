@@ -138,7 +138,7 @@ def default_scale(file_entry: dict[str, Any], page_entry: dict[str, Any]) -> tup
     """
     if file_entry.get("format") != "pdf" and not str(file_entry.get("file", "")).lower().endswith(".pdf"):
         return (1.0, 1.0)
-    if file_entry.get("mode") == "photo":
+    if file_entry.get("mode") in ("photo", "hardphoto"):
         first = min(file_entry.get("pages") or [page_entry], key=lambda p: int(p.get("page", 1)))
         resolution = float(first["pixel_size"][0]) / A4_WIDTH_IN
     else:
@@ -593,7 +593,7 @@ def add_speed(metrics: dict[str, Any], seconds: float | None, pages: int) -> Non
 
 
 def report(metrics: dict[str, Any], out: Path, payload: dict[str, Any], say: Callable[[str], None]) -> None:
-    say(format_table(metrics, [g for g in (*GROUPS, *NAME_GROUPS) if g in metrics]))
+    say(format_table(metrics, list(metrics)))  # the modes of the corpus, then the name groups
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     say(f"\nwrote {out}")

@@ -120,9 +120,9 @@ def test_folders_links_and_special_files_are_reported(hostile):
     _, result, _ = hostile
     failed = _failed(result)
     assert "failed: fifo.pdf: not a regular file (a FIFO (named pipe)) (give the scans themselves (PDF, TIFF, " \
-           "JPEG, PNG))" in failed
+           "JPEG, PNG, HEIC))" in failed
     assert "failed: folder/pipe.png: not a regular file (a FIFO (named pipe)) (give the scans themselves (PDF, " \
-           "TIFF, JPEG, PNG))" in failed
+           "TIFF, JPEG, PNG, HEIC))" in failed
     assert any(line.startswith("failed: folder/gone.pdf: a link to a file that does not exist") for line in failed)
 
 

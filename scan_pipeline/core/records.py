@@ -70,6 +70,9 @@ class FlatPage:
     # 3x3 homography mapping source-image pixel coordinates to flat-page coordinates
     transform: tuple[tuple[float, ...], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     photo: bool = False  # the page outline was found and warped flat
+    # a bowed sheet's rows straightened after `transform`: numpy.polyval coefficients of how far a
+    # row line at x was moved up (page/dewarp.py); () when the rows were straight
+    bend: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

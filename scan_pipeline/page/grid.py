@@ -62,9 +62,35 @@ def page_masks(gray: np.ndarray) -> PageMasks:
         mask = cv2.adaptiveThreshold(smooth, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
         return cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, length))
 
-    horizontal = lines_along((smear, 1), (w // 30, 1))
-    vertical = lines_along((1, smear), (1, h // 70))
+    horizontal = _without_page_long(lines_along((smear, 1), (w // 30, 1)), axis=1)
+    vertical = _without_page_long(lines_along((1, smear), (1, h // 70)), axis=0)
+    # the outermost 1 % is the paper's edge (a photo flattened, a scanner's lid), never printed grid
+    band_y, band_x = max(2, h // 100), max(2, w // 100)
+    for mask in (horizontal, vertical):
+        mask[:band_y, :] = 0
+        mask[-band_y:, :] = 0
+        mask[:, :band_x] = 0
+        mask[:, -band_x:] = 0
     return PageMasks(ink, horizontal, vertical)
+
+
+# A printed line stops at the sheet's margins; a line across (nearly) the whole page is a crease,
+# a shadow's edge or the paper's own edge after a photo is flattened, and would join the grid to
+# them into one block the size of the page.
+PAGE_LONG = 0.9
+
+
+def _without_page_long(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The line mask without the lines that run along `axis` across PAGE_LONG of the page or more."""
+    covered = ink_share(mask, axis) >= PAGE_LONG
+    if not covered.any():
+        return mask
+    out = mask.copy()
+    if axis == 1:
+        out[covered, :] = 0
+    else:
+        out[:, covered] = 0
+    return out
 
 
 def _vertical_lines(masks: PageMasks, box: Box) -> list[int]:

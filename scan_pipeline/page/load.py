@@ -1,4 +1,5 @@
-"""Inputs to pages: expand folders, read PDFs (poppler), multi-page TIFFs, JPEGs (EXIF) and PNGs.
+"""Inputs to pages: expand folders, read PDFs (poppler), multi-page TIFFs, JPEGs (EXIF), PNGs and
+HEIC/HEIF photos (pi-heif, whose opener Pillow is given the first time a HEIF file is met).
 
 `page_sha256` is the SHA-256 of the file's bytes joined with the page index, so it changes when a
 sheet is scanned again (new bytes) and not when the same file is processed again.
@@ -36,7 +37,8 @@ from scan_pipeline.core.text import path_text, printable
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+HEIF_SUFFIXES = {".heic", ".heif"}  # what iPhones (and other phones) save their photos as
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"} | HEIF_SUFFIXES
 SUFFIXES = IMAGE_SUFFIXES | {".pdf"}
 PDF_DPI = 200  # what recognition needs: names and digits are ~70 px and ~45 px high at 200 dpi
 MAX_PIXELS = 120_000_000  # a page larger than this is a decompression bomb, not a scan
@@ -88,7 +90,8 @@ def _problem(path: Path | str, kind: str, reason: str = "") -> InputProblem:
         return InputProblem(where, "a link to a file that does not exist (broken link)",
                             "point the link at the scan again, or remove it")
     if kind == "special":
-        return InputProblem(where, f"not a regular file ({reason})", "give the scans themselves (PDF, TIFF, JPEG, PNG)")
+        return InputProblem(where, f"not a regular file ({reason})",
+                            "give the scans themselves (PDF, TIFF, JPEG, PNG, HEIC)")
     if kind == "unreadable":
         return InputProblem(where, f"cannot read the folder ({reason}): its files were not processed",
                             "check its permissions (ls -ld), then run the same command again")
@@ -189,11 +192,18 @@ def count_pages(item: InputFile) -> int:
 
 
 ENCODED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: files a remote worker decodes itself
+# the major brands of a HEIF file's `ftyp` box that pi-heif opens (its own list: HEVC images and sequences)
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
 def _magic(path: Path) -> bytes:
     with path.open("rb") as fh:
-        return fh.read(8)
+        return fh.read(12)
+
+
+def _is_heif(magic: bytes) -> bool:
+    """By its first bytes (`_magic`): an ISO base media file (first box `ftyp`) of a HEIF brand."""
+    return magic[4:8] == b"ftyp" and magic[8:12] in HEIF_BRANDS
 
 
 def _is_pdf(path: Path, magic: bytes) -> bool:
@@ -306,9 +316,9 @@ def iter_pages(item: InputFile, pdf_dpi: int = PDF_DPI, keep_encoded: bool = Fal
 
 
 class _Warnings:
-    """Warnings of Pillow, and what libtiff and libjpeg print on the process's stderr, none of which
-    names a file: caught around each call into them (never across a yield) and logged once against
-    the file, at -v."""
+    """Warnings of Pillow, and what libtiff, libjpeg and libheif print on the process's stderr, none
+    of which names a file: caught around each call into them (never across a yield) and logged once
+    against the file, at -v."""
 
     def __init__(self, given: str):
         self.given = given
@@ -459,6 +469,51 @@ def _embedded_page_image(path: Path, page: int, facts: dict[str, str]) -> tuple[
 
 
 _OPEN_LOCK = threading.Lock()
+_heif_opener = False  # pi-heif's opener given to Pillow (`_register_heif`): once per process
+# what reading an image's pixels raises for a damaged file; RuntimeError is libheif's "some other error"
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError)
+
+
+def _register_heif() -> None:
+    """Pillow given pi-heif's opener the first time a HEIF file is met (with _OPEN_LOCK held), so that
+    a batch without one never pays its import (~50 ms). libheif turns each image as its `irot` and
+    `imir` boxes say and pi-heif then sets its EXIF orientation to 1: `_upright` turns nothing twice."""
+    global _heif_opener
+    if _heif_opener:
+        return
+    try:
+        import pi_heif
+    except ImportError as exc:
+        raise MissingDependencyError("pi-heif is not installed: HEIC/HEIF photos cannot be read",
+                                     hint="pip install pi-heif (or run `make install`)") from exc
+    pi_heif.register_heif_opener()
+    _heif_opener = True
+
+
+def _head(source: Path | io.BytesIO) -> bytes:
+    """The first bytes of a file or of bytes read (`_magic`), the bytes' position kept."""
+    if isinstance(source, io.BytesIO):
+        at = source.tell()
+        head = source.read(12)
+        source.seek(at)
+        return head
+    try:
+        return _magic(source)
+    except OSError:
+        return b""  # opening it says why
+
+
+def _heif_refusal(source: Path | io.BytesIO) -> str:
+    """Why libheif cannot open a HEIF file that Pillow could not open: Pillow keeps no plugin's reason."""
+    import pi_heif
+
+    try:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        pi_heif.open_heif(source if isinstance(source, io.BytesIO) else os.fspath(source))  # headers only
+    except Exception as exc:  # libheif's errors come as many types; this is only for the message
+        return str(exc).strip() or type(exc).__name__
+    return "Pillow could not open it"
 
 
 def _too_large(given: str, page: int | None) -> InputFileError:
@@ -473,7 +528,7 @@ def _check_size(img: Image.Image, given: str, page: int | None) -> None:
 
 
 def _damaged(exc: BaseException, given: str, page: int | None) -> InputFileError:
-    reason = printable(str(exc), keep_newlines=False)
+    reason = printable(str(exc).strip(), keep_newlines=False)  # libheif ends its reasons with a newline
     if page is None:
         return InputFileError(f"the image is damaged or truncated ({reason})", file=given, hint="scan the sheet again")
     return InputFileError(f"the page is damaged ({reason})", file=given, page=page, hint="scan the sheet again")
@@ -482,17 +537,23 @@ def _damaged(exc: BaseException, given: str, page: int | None) -> InputFileError
 def _opened(source: Path | io.BytesIO, given: str) -> Image.Image:
     """The image opened (headers read, nothing decoded), or InputFileError saying why not. Without
     Pillow's own size check, which refuses a whole multi-page TIFF for one huge page: each frame's
-    size is checked before it is decoded (`_decode`)."""
+    size is checked before it is decoded (`_decode`). A HEIF file is known by its first bytes,
+    whatever its name."""
+    heif = _is_heif(_head(source))
     try:
         with _OPEN_LOCK:
+            if heif:
+                _register_heif()
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 return Image.open(source)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
+        if heif:  # a HEIF file whose boxes libheif cannot read: damaged, as a cut JPEG is
+            raise _damaged(SyntaxError(_heif_refusal(source)), given, None) from None
         raise InputFileError("not an image this program can read", file=given,
-                             hint="scan the sheet as PDF, TIFF, JPEG or PNG") from None
+                             hint="scan the sheet as PDF, TIFF, JPEG, PNG or HEIC") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise _damaged(exc, given, None) from exc
 
@@ -506,7 +567,7 @@ def _decode(img: Image.Image, given: str, page: int | None) -> None:
         img.load()
     except Image.DecompressionBombError:
         raise _too_large(given, page) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _damaged(exc, given, page) from exc
 
 
@@ -531,8 +592,8 @@ def _image_pages(path: Path, given: str, digest: str, data: bytes = b"",
     with warns.caught():
         img = _opened(io.BytesIO(data) if data else path, given)
         try:
-            frames = max(1, int(getattr(img, "n_frames", 1)))
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a broken chain of pages
+            frames = max(1, int(getattr(img, "n_frames", 1)))  # a HEIF file's images: each a page
+        except _DECODE_ERRORS as exc:  # a broken chain of pages
             img.close()
             raise _damaged(exc, given, None) from exc
     single = frames == 1
@@ -541,7 +602,7 @@ def _image_pages(path: Path, given: str, digest: str, data: bytes = b"",
             page = None if single else index + 1  # a one-page image's failure is the file's
             try:
                 with warns.caught():
-                    if index:
+                    if img.tell() != index:  # a HEIF file opens at its primary image, not always its first
                         img.seek(index)
                     _decode(img, given, page)
                     frame = _upright(img) if index == 0 else img  # read before the next seek: no copy
@@ -551,7 +612,7 @@ def _image_pages(path: Path, given: str, digest: str, data: bytes = b"",
                     raise
                 yield exc
                 continue
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            except _DECODE_ERRORS as exc:
                 if single:
                     raise _damaged(exc, given, None) from exc
                 yield _damaged(exc, given, page)

@@ -231,7 +231,7 @@ def run_batch(inputs: list[str], ledger: Path, *, template: Template | None = No
     if not files:
         said = "; ".join(f"{p.where}: {p.reason}" for p in problems[:5])
         raise NoInputError("no input file to process" + (f" ({said})" if said else ""),
-                           hint="give scans (PDF, TIFF, JPEG, PNG) or folders that hold them")
+                           hint="give scans (PDF, TIFF, JPEG, PNG, HEIC) or folders that hold them")
     with run_lock(ledger, "scan-pipeline process", wait=wait):
         return _run(files, ledger, report, start, template, config, debug_dir, reprocess, progress, context,
                     executor, scheduler, keep_overlays, log_level)

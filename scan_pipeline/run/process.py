@@ -32,7 +32,8 @@ from scan_pipeline.core.records import (
 )
 from scan_pipeline.core.template import Template, load_template
 from scan_pipeline.page.cells import cut_row, holds_writing, row_ink
-from scan_pipeline.page.grid import find_grid, page_masks, square_up
+from scan_pipeline.page.dewarp import to_unbent, unbend
+from scan_pipeline.page.grid import PageMasks, find_grid, page_masks, square_up
 from scan_pipeline.page.normalise import normalise_page, turn_upside_down
 from scan_pipeline.read.engines import RapidRecEngine, rapid_engine, tesseract_engine
 from scan_pipeline.read.names import read_name
@@ -77,14 +78,22 @@ def _png(gray: np.ndarray) -> bytes:
     return buf.tobytes() if ok else b""
 
 
-def _to_source(box: Box, inverse: np.ndarray) -> Box:
-    corners = np.array([[[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]], np.float64)
+def _to_source(box: Box, inverse: np.ndarray, bend: tuple[float, ...] = ()) -> Box:
+    if bend:  # along the edges too: a straightened row was a curve on the photo
+        t = np.linspace(0.0, 1.0, 5)
+        xs, ys = box.x0 + (box.x1 - box.x0) * t, box.y0 + (box.y1 - box.y0) * t
+        edge = np.concatenate([np.stack([xs, np.full(5, box.y0)], 1), np.stack([xs, np.full(5, box.y1)], 1),
+                               np.stack([np.full(5, box.x0), ys], 1), np.stack([np.full(5, box.x1), ys], 1)])
+        corners = to_unbent(edge, bend)[None]
+    else:
+        corners = np.array([[[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]], np.float64)
     pts = cv2.perspectiveTransform(corners, inverse)[0]
     return Box(int(round(pts[:, 0].min())), int(round(pts[:, 1].min())),
                int(round(pts[:, 0].max())), int(round(pts[:, 1].max())))
 
 
-def read_row(row: GridRow, cells: RowCells, ctx: WorkerContext, inverse: np.ndarray) -> RowReading:
+def read_row(row: GridRow, cells: RowCells, ctx: WorkerContext, inverse: np.ndarray,
+             bend: tuple[float, ...] = ()) -> RowReading:
     """Recognise one row: name, postal code, signature state, and the flags a person should see."""
     cfg = ctx.config
     # what holds writing (a name, a code, a signature, a ditto mark, a strike, in any pen), not specks,
@@ -111,7 +120,7 @@ def read_row(row: GridRow, cells: RowCells, ctx: WorkerContext, inverse: np.ndar
     return RowReading(
         row_number=int(row.number or 0), name=name, postal=postal.to_field(), postal_valid=postal.valid,
         commune=postal.commune, signature=state, flags=tuple(dict.fromkeys(flags)), crops_png=crops,
-        boxes=tuple((k, _to_source(b, inverse)) for k, b in row.cells),
+        boxes=tuple((k, _to_source(b, inverse, bend)) for k, b in row.cells),
     )
 
 
@@ -135,6 +144,12 @@ def overlay(flat: FlatPage, grid: PageGrid | None) -> bytes:
     return buf.tobytes() if ok else b""
 
 
+def _straightened(flat: FlatPage, masks: PageMasks) -> tuple[FlatPage, PageMasks]:
+    """A photo's bowed rows straightened (a scan lies flat: its rows are left as they are)."""
+    bent = unbend(flat, masks.horizontal) if flat.photo else None
+    return (bent, page_masks(bent.pixels)) if bent is not None else (flat, masks)
+
+
 def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     """Everything the pipeline finds on one page. Never raises for a bad page: it reports it."""
     start = time.perf_counter()
@@ -149,10 +164,12 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     squared = square_up(flat, masks) if flat.photo else None  # a scan's grid is square once deskewed
     if squared is not None:
         flat, masks = squared, page_masks(squared.pixels)
+    straight = flat  # before its rows are straightened: what is turned if it is upside down
+    flat, masks = _straightened(flat, masks)
     search = find_grid(flat, ctx.template, ctx.engine, masks)
     if search.upside_down:
-        flat = turn_upside_down(flat)
-        masks = page_masks(flat.pixels)
+        turned = turn_upside_down(straight)
+        flat, masks = _straightened(turned, page_masks(turned.pixels))
         search = find_grid(flat, ctx.template, ctx.engine, masks)
     grid = search.grid
     issues = list(search.issues)
@@ -166,7 +183,7 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     rows = []
     for row, cells in zip(numbered, cut):
         with row_context(int(row.number or 0)):
-            rows.append(read_row(row, cells, ctx, inverse))
+            rows.append(read_row(row, cells, ctx, inverse, flat.bend))
             log.debug("name %r (%s), postal code %r (%s), signature %s", rows[-1].name.value, rows[-1].name.band,
                       rows[-1].postal.value, rows[-1].postal.band, rows[-1].signature)
     quality = PageQuality(

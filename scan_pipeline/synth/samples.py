@@ -26,9 +26,12 @@ from PIL import Image, ImageDraw, ImageFont
 from scan_pipeline.core.errors import MissingDependencyError, OutputError, PipelineError
 from scan_pipeline.core.records import Box
 from scan_pipeline.core.template import Template
+from scan_pipeline.synth.photos import FACTORS, PointMap, hard_photo
 from scan_pipeline.synth.sheet import PageLayout, SheetStyle, render_page
 
-MODES = ("scan", "gray", "bilevel", "photo")
+MODES = ("scan", "gray", "bilevel", "photo")  # the default set: the bench's columns
+PHOTO_MODES = ("photo", "hardphoto")
+ALL_MODES = (*MODES, "hardphoto")  # hardphoto: photos taken in a hurry (photos.py)
 FORMATS = ("pdf", "png", "jpg", "tiff")
 GENERATOR_VERSION = 1
 
@@ -457,9 +460,14 @@ def put_artefact(canvas: np.ndarray, boxes: dict[str, Box], kind: str, rng: np.r
 
 # --- degrading -----------------------------------------------------------------------------
 
-def _transform_box(box: Box, H: np.ndarray) -> list[int]:
-    corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]], np.float64)
-    pts = cv2.perspectiveTransform(corners[None], H)[0]
+def _map_box(box: Box, to_image: PointMap) -> list[int]:
+    """The image box around a page box: its corners and points along its edges (a bowed row's edge
+    is a curve), mapped."""
+    t = np.linspace(0.0, 1.0, 5)
+    xs, ys = box.x0 + (box.x1 - box.x0) * t, box.y0 + (box.y1 - box.y0) * t
+    edge = np.concatenate([np.stack([xs, np.full(5, box.y0)], 1), np.stack([xs, np.full(5, box.y1)], 1),
+                           np.stack([np.full(5, box.x0), ys], 1), np.stack([np.full(5, box.x1), ys], 1)])
+    pts = to_image(edge)
     return [int(round(pts[:, 0].min())), int(round(pts[:, 1].min())),
             int(round(pts[:, 0].max())), int(round(pts[:, 1].max()))]
 
@@ -659,15 +667,29 @@ class Conditions:
     artefacts: tuple[tuple[int, str], ...] = ()
     pens: tuple[tuple[int, str], ...] = ()
     marks_seed: int = 0
+    photo_factors: tuple[str, ...] | None = None  # hardphoto: the factors applied (None: all of photos.FACTORS)
+
+
+def _homography_map(H: np.ndarray) -> PointMap:
+    def to_image(pts: np.ndarray) -> np.ndarray:
+        mapped: np.ndarray = cv2.perspectiveTransform(np.asarray(pts, np.float64)[None], H)[0]
+        return mapped
+
+    return to_image
 
 
 def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator,
-            conditions: Conditions = Conditions()) -> tuple[Image.Image, np.ndarray, dict[str, Any]]:
-    """Scan or photograph a page. Returns the image, the 3x3 transform of page pixels, and facts."""
+            conditions: Conditions = Conditions()) -> tuple[Image.Image, PointMap, dict[str, Any]]:
+    """Scan or photograph a page. Returns the image, the map of page points to image points, and facts."""
     facts: dict[str, Any] = {"rotation_deg": 0.0, "upside_down": False}
     if mode == "photo":
         out, H = _photo(canvas, rng)
-        return Image.fromarray(out), H, facts
+        return Image.fromarray(out), _homography_map(H), facts
+    if mode == "hardphoto":
+        factors = FACTORS if conditions.photo_factors is None else conditions.photo_factors
+        out, to_image, photo_facts = hard_photo(canvas, rng, factors)
+        facts.update(photo_factors=list(factors), **photo_facts)
+        return Image.fromarray(out), to_image, facts
     limit = {"scan": 5.0, "gray": 3.0, "bilevel": 2.0}[mode]
     angle = float(rng.uniform(-limit, limit)) if rng.random() < 0.8 else 0.0
     upside_down = bool(rng.random() < 0.12)
@@ -681,20 +703,20 @@ def degrade(canvas: np.ndarray, mode: str, rng: np.random.Generator,
     out, H = _rotate(paper, angle, upside_down, int(tint))
     if mode == "scan":
         out = _noise(out, rng, rng.uniform(1.5, 5))
-        return Image.fromarray(out), H, facts
+        return Image.fromarray(out), _homography_map(H), facts
     gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
     gray = _noise(gray[..., None], rng, rng.uniform(2, 8))[..., 0]
     if rng.random() < 0.5:
         gray = cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.4, 0.9))
     if mode == "gray":
-        return Image.fromarray(gray), H, facts
+        return Image.fromarray(gray), _homography_map(H), facts
     bw = np.where(gray > rng.uniform(140, 185), 255, 0).astype(np.uint8)
     bw = _speckle(bw, rng, rng.uniform(0.0, 0.0008))
-    return Image.fromarray(bw).convert("1", dither=Image.Dither.NONE), H, facts
+    return Image.fromarray(bw).convert("1", dither=Image.Dither.NONE), _homography_map(H), facts
 
 
 def _dpi_for(mode: str, rng: np.random.Generator) -> int:
-    if mode == "photo":
+    if mode in PHOTO_MODES:
         return 200  # rendered at 200 dpi, then photographed down to ~100-145 dpi across the page
     return int(rng.choice([150, 200, 240, 300], p=[0.15, 0.3, 0.2, 0.35]))
 
@@ -728,9 +750,9 @@ def make_page(template: Template, page: int, mode: str, rng: np.random.Generator
             canvas[y0:y1, x0:x1] = cv2.GaussianBlur(canvas[y0:y1, x0:x1], (0, 0), dpi / 110)
     if conditions.broken_lines:
         _break_lines(canvas, rows, rng)
-    image, H, facts = degrade(canvas, mode, rng, conditions)
+    image, to_image, facts = degrade(canvas, mode, rng, conditions)
     for row in rows:
-        row["cells"] = {k: _transform_box(Box(*b), H) for k, b in row["cells"].items()}
+        row["cells"] = {k: _map_box(Box(*b), to_image) for k, b in row["cells"].items()}
     return image, {"sheet_page": page, "dpi": dpi, "pixel_size": list(image.size), **facts, "rows": rows}
 
 
@@ -754,13 +776,16 @@ def people_from(postal_codes: tuple[str, ...], rng: np.random.Generator) -> _Peo
 
 def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple[str, ...] = MODES,
              formats: tuple[str, ...] = FORMATS, postal_codes: tuple[str, ...] | None = None,
-             progress: Any = None, dpi: int | None = None, name_crops: NameCrops | None = None) -> dict[str, Any]:
+             progress: Any = None, dpi: int | None = None, name_crops: NameCrops | None = None,
+             photo_factors: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Write `sheets` filled sheets into `out` and `out/truth.json`; return the truth.
 
     dpi fixes the scan resolution of every sheet but photos (default: 150 to 300 dpi, varied).
     name_crops: REAL_NAME_SHARE of the signers write their name with two of these real crops (truth
     rows say `name_source` real or font); without, every name is written with a handwriting font.
+    photo_factors: the hardphoto sheets' factors (photos.FACTORS; default all of them).
     """
+    conditions = Conditions(photo_factors=photo_factors)
     if postal_codes is None:
         from scan_pipeline.core.postcodes import load_postal_list
         postal_codes = tuple(load_postal_list().codes)
@@ -774,6 +799,8 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
     truth: dict[str, Any] = {"generator": {"version": GENERATOR_VERSION, "seed": seed, "sheets": sheets,
                                            "modes": list(modes), "formats": list(formats),
                                            "template": template.id}, "files": []}
+    if photo_factors is not None:
+        truth["generator"]["photo_factors"] = list(photo_factors)
     if name_crops is not None:
         truth["generator"]["name_crops"] = {"count": len(name_crops.labels), "csv_sha256": name_crops.source_sha256,
                                             "share": REAL_NAME_SHARE}
@@ -782,11 +809,11 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
         fmt = formats[(s % len(modes) + s // len(modes)) % len(formats)]  # every mode meets every format
         style = _style(rng, template)
         sheet_dpi = _dpi_for(mode, rng)
-        if dpi and mode != "photo":
+        if dpi and mode not in PHOTO_MODES:
             sheet_dpi = dpi
         fill_to = 1.0 if rng.random() < 0.5 else float(rng.uniform(0.3, 1.0))
         pages = [make_page(template, p.page, mode, rng, people, style, sheet_dpi,
-                           fill_to if p.page == len(template.pages) else 1.0) for p in template.pages]
+                           fill_to if p.page == len(template.pages) else 1.0, conditions) for p in template.pages]
         if rng.random() < 0.3:
             pages.reverse()  # pages come in any order: the pipeline tells them by their row numbers
         token = rng.integers(0, 16 ** 6, len(pages))
@@ -796,7 +823,7 @@ def generate(out: Path, template: Template, sheets: int, seed: int, modes: tuple
             groups = [(f"sheet-{s + 1:03d}-{t:06x}.{fmt}", [pg]) for t, pg in zip(token, pages)]
         for name, group in groups:
             path = out / name
-            image_dpi = group[0][0].width / (template.paper_mm[0] / 25.4) if mode == "photo" else sheet_dpi
+            image_dpi = group[0][0].width / (template.paper_mm[0] / 25.4) if mode in PHOTO_MODES else sheet_dpi
             try:
                 _save([im for im, _ in group], path, fmt, image_dpi)
             except OSError as exc:
