@@ -9,6 +9,7 @@ its cells where the truth has them. What the pipeline does not yet survive is ma
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -69,10 +70,8 @@ def test_the_factors_are_what_the_truth_says(template):
     assert all_info["photo_factors"] == list(FACTORS) and all_info["bow_px"] != 0 and all_info["crease_y"] > 0
 
 
-NOT_FOUND_YET = {"fold": "a fold: the page outline is lost on some pages (the crease, the step in its sides)",
-                 "blur": "motion blur of 3-7 px: printed row numbers unread on some pages",
-                 "all": "all factors at once: other papers beside the sheet take the page outline"}
-BLANKS_WRITTEN_YET = {**NOT_FOUND_YET, "shadow": "a hard shadow's edge across a blank row is taken for writing"}
+NOT_FOUND_YET = {"all": "all factors at once: other papers beside the sheet take the page outline"}
+BLANKS_WRITTEN_YET = NOT_FOUND_YET
 _READ: dict[str, list] = {}
 
 
@@ -104,3 +103,81 @@ def test_no_blank_row_is_written_under_each_factor(template, context, factor):
     for result, info in _read(template, context, factor):
         written = {r["row_number"] for r in info["rows"] if r["written"]}
         assert {r.row_number for r in result.rows if not r.is_blank} == written
+
+
+# --- a photo that cannot be used says why, and what to do -----------------------------------------
+
+def test_each_cause_of_an_unusable_photo_is_measured_and_named(template):
+    from scan_pipeline.core.records import PageImage
+    from scan_pipeline.page.normalise import normalise_page
+    from scan_pipeline.page.quality import photo_problems
+
+    page, _ = _page_under(template, "hardphoto", 41, photo_factors=("perspective",), page=1)
+    assert photo_problems(page, normalise_page(page), 297) == []  # a readable photo: nothing to say
+    dark = PageImage(page.ref, (page.pixels * 0.3).astype(np.uint8), page.dpi)
+    assert [p.split(" (")[0] for p in photo_problems(dark, normalise_page(dark), 297)] == ["the photo is too dark"]
+    small_pixels = cv2.resize(page.pixels, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    small = PageImage(page.ref, small_pixels, page.dpi / 2)
+    said = photo_problems(small, normalise_page(small), 297)
+    assert len(said) == 1 and said[0].startswith("the sheet is too small in the photo (about ")
+    cut = PageImage(page.ref, np.ascontiguousarray(page.pixels[page.pixels.shape[0] // 3:]), page.dpi)
+    assert "an edge or a corner of the sheet is out of the photo" in photo_problems(cut, normalise_page(cut), 297)
+
+
+def test_a_scan_without_a_grid_gets_no_photo_advice(context):
+    from scan_pipeline.core.records import PageImage, PageRef
+
+    blank = PageImage(PageRef("blank.png", 1, "0" * 64), np.full((3508, 2480, 3), 250, np.uint8), 300)
+    codes = [i.code for i in process_page(blank, context).issues]
+    assert "page_no_grid" in codes and "page_photo_unusable" not in codes
+
+
+def test_a_shaken_photo_says_why_and_what_to_do_end_to_end(template, tmp_path, monkeypatch):
+    import subprocess
+
+    from PIL import Image
+
+    from scan_pipeline.page.quality import ADVICE
+    from scan_pipeline.synth import photos
+
+    from .conftest import SCRIPT
+
+    scans = tmp_path / "photos"
+    scans.mkdir()
+    good, _ = _page_under(template, "hardphoto", 41, photo_factors=("perspective",), page=1)
+    Image.fromarray(good.pixels).save(scans / "good.jpg", quality=85)
+    monkeypatch.setattr(photos, "BLUR_PX", (25, 25))  # far past what a person still reads
+    page, _ = _page_under(template, "hardphoto", 41, photo_factors=("blur",), page=1)
+    Image.fromarray(page.pixels).save(scans / "shaken.jpg", quality=85)
+    done = subprocess.run([str(SCRIPT), "process", str(scans), "--ledger", str(tmp_path / "L.csv"),
+                           "--report", str(tmp_path / "run.html")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 10, done.stderr  # one page failed, the other is in the ledger
+    assert "this photo cannot be used: the photo is blurred or shaken (sharpness " in done.stderr
+    assert ADVICE in done.stderr
+    assert ADVICE in (tmp_path / "run.html").read_text(encoding="utf-8")
+
+
+# --- partial pages ----------------------------------------------------------------------------
+
+def test_a_partial_scan_gives_its_rows_and_names_the_missing_ones(template, context):
+    from scan_pipeline.core.records import PageImage
+
+    page, info = _page_under(template, "scan", 26, page=2, upside_down=False, angle=0.5)
+    cut = PageImage(page.ref, np.ascontiguousarray(page.pixels[: int(page.pixels.shape[0] * 0.62)]), page.dpi)
+    result = process_page(cut, context)
+    found = [r.row_number for r in result.rows]
+    assert found and found == list(template.rows_on_page(2))[:len(found)] and len(found) < 24
+    missing = template.rows_on_page(2)[len(found):]
+    issue = next(i for i in result.issues if i.code == "page_rows_count")
+    assert issue.message.endswith(f"row(s) {missing[0]}-{missing[-1]} not found"), issue.message
+    assert "whole sheet in view" in issue.hint
+
+
+def test_a_photo_that_cuts_the_sheet_says_so(template, context):
+    from scan_pipeline.core.records import PageImage
+
+    page, _ = _page_under(template, "photo", 24, page=2)
+    cut = PageImage(page.ref, np.ascontiguousarray(page.pixels[: int(page.pixels.shape[0] * 0.62)]), page.dpi)
+    issues = process_page(cut, context).issues
+    assert issues[0].code == "page_photo_unusable"
+    assert "an edge or a corner of the sheet is out of the photo" in issues[0].message

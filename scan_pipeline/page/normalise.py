@@ -17,11 +17,14 @@ PHOTO_DPI = 200  # a photographed page is warped flat at this resolution
 MAX_DPI = 200  # pages scanned finer are reduced to this working resolution: recognition needs no more
 
 
-def flatten_light(gray: np.ndarray) -> np.ndarray:
-    """Divide by the paper's brightness so shadows and tints become white paper."""
+def flatten_light(gray: np.ndarray, sharp: bool = False) -> np.ndarray:
+    """Divide by the paper's brightness so shadows and tints become white paper.
+
+    `sharp` (photos): the paper's light is followed up to a hard shadow's edge instead of smoothed
+    across it, which would leave a dark band along the edge, taken for writing in a blank cell."""
     small = cv2.resize(gray, None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA)
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
-    paper = cv2.GaussianBlur(paper, (0, 0), 2)
+    paper = cv2.GaussianBlur(paper, (0, 0), 0.7 if sharp else 2)
     paper = cv2.resize(paper, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
     return cv2.divide(gray, np.maximum(paper, 1), scale=255)
 
@@ -209,7 +212,7 @@ def normalise_page(page: PageImage, paper_aspect: float = 297 / 210) -> FlatPage
         gray, R = quarter_turn(gray)
         H = R @ H
         rotation = 90
-    gray = flatten_light(gray)
+    gray = flatten_light(gray, sharp=photo)
     skew = estimate_skew(gray)
     if abs(skew) > 0.02:
         gray, R = rotate(gray, -skew)

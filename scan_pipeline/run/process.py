@@ -33,8 +33,9 @@ from scan_pipeline.core.records import (
 from scan_pipeline.core.template import Template, load_template
 from scan_pipeline.page.cells import cut_row, holds_writing, row_ink
 from scan_pipeline.page.dewarp import to_unbent, unbend
-from scan_pipeline.page.grid import PageMasks, find_grid, page_masks, square_up
+from scan_pipeline.page.grid import GridSearch, PageMasks, find_grid, page_masks, square_up
 from scan_pipeline.page.normalise import normalise_page, turn_upside_down
+from scan_pipeline.page.quality import photo_issue
 from scan_pipeline.read.engines import RapidRecEngine, rapid_engine, tesseract_engine
 from scan_pipeline.read.names import read_name
 from scan_pipeline.read.postal import read_postal
@@ -150,6 +151,18 @@ def _straightened(flat: FlatPage, masks: PageMasks) -> tuple[FlatPage, PageMasks
     return (bent, page_masks(bent.pixels)) if bent is not None else (flat, masks)
 
 
+def _search(flat: FlatPage, masks: PageMasks, ctx: WorkerContext) -> tuple[FlatPage, PageMasks, GridSearch]:
+    """The grid of a flat page, its rows straightened first, turned if it is upside down."""
+    straight = flat  # before its rows are straightened: what is turned if it is upside down
+    flat, masks = _straightened(flat, masks)
+    search = find_grid(flat, ctx.template, ctx.engine, masks)
+    if search.upside_down:
+        turned = turn_upside_down(straight)
+        flat, masks = _straightened(turned, page_masks(turned.pixels))
+        search = find_grid(flat, ctx.template, ctx.engine, masks)
+    return flat, masks, search
+
+
 def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     """Everything the pipeline finds on one page. Never raises for a bad page: it reports it."""
     start = time.perf_counter()
@@ -162,17 +175,19 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     flat = normalise_page(page, aspect)
     masks = page_masks(flat.pixels)
     squared = square_up(flat, masks) if flat.photo else None  # a scan's grid is square once deskewed
-    if squared is not None:
-        flat, masks = squared, page_masks(squared.pixels)
-    straight = flat  # before its rows are straightened: what is turned if it is upside down
-    flat, masks = _straightened(flat, masks)
-    search = find_grid(flat, ctx.template, ctx.engine, masks)
-    if search.upside_down:
-        turned = turn_upside_down(straight)
-        flat, masks = _straightened(turned, page_masks(turned.pixels))
-        search = find_grid(flat, ctx.template, ctx.engine, masks)
+    tries = [(squared, page_masks(squared.pixels))] if squared is not None else []
+    # the page as its outline gave it, after the squared page: a frame traced wrong (a crease along
+    # it) squares the grid askew, while a wrong outline (another sheet beside it) needs squaring
+    for candidate, candidate_masks in [*tries, (flat, masks)]:
+        flat, masks, search = _search(candidate, candidate_masks, ctx)
+        if search.grid is not None:
+            break
     grid = search.grid
     issues = list(search.issues)
+    if grid is None and not search.upside_down:
+        unusable = photo_issue(page, flat, ctx.template.paper_mm[1])
+        if unusable is not None:
+            issues.insert(0, unusable)
     numbered = [row for row in grid.rows if row.number is not None] if grid else []
     if grid and len(numbered) < len(grid.rows):
         issues.append(PageIssue("row_unnumbered", f"{len(grid.rows) - len(numbered)} row(s) could not be given "
