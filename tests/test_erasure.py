@@ -57,14 +57,19 @@ def written(scan_corpus, tmp_path_factory):
     return root, ledger
 
 
-def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tmp_path):
-    root, ledger = written
+def _copy_of(written, tmp_path: Path) -> tuple[Path, Path]:
+    """The written folder copied (each test erases from its own copy), and the copy's ledger."""
+    root, _ = written
     work = tmp_path / "copy"
     shutil.copytree(root, work, symlinks=True)
     # the outputs list holds absolute paths: point them at the copy
     outputs = sidecar_paths(work / "out" / "L.csv").outputs
     outputs.write_text(outputs.read_text("utf-8").replace(str(root), str(work)), "utf-8")
-    ledger = work / "out" / "L.csv"
+    return work, work / "out" / "L.csv"
+
+
+def test_an_erasure_reaches_the_report_the_overlays_and_the_workbook(written, tmp_path):
+    work, ledger = _copy_of(written, tmp_path)
     df = read_ledger(ledger)
     victim = df.iloc[3]
     overlays = list((work / "overlays").glob("*.png"))
@@ -99,12 +104,7 @@ def test_without_a_redactor_an_erasure_deletes_the_workbook(written, tmp_path):
     a workbook that shows an erased signature rather than leave the name in it."""
     from scan_pipeline.ledger.erase import erase
 
-    root, _ = written
-    work = tmp_path / "copy"
-    shutil.copytree(root, work, symlinks=True)
-    outputs = sidecar_paths(work / "out" / "L.csv").outputs
-    outputs.write_text(outputs.read_text("utf-8").replace(str(root), str(work)), "utf-8")
-    ledger = work / "out" / "L.csv"
+    work, ledger = _copy_of(written, tmp_path)
     victim = read_ledger(ledger).iloc[2]["signature_id"]
     summary = erase(ledger, ids=(victim,))
     said = dict(summary.outputs)

@@ -59,6 +59,17 @@ class Box:
         union = self.width * self.height + other.width * other.height - inter
         return inter / union if union else 0.0
 
+    def outline(self, per_side: int = 5) -> np.ndarray:
+        """(4 * per_side, 2) points along the edges, corners included: what a box becomes under a
+        warp that bends lines (a bowed row) is the box around these points, mapped."""
+        t = np.linspace(0.0, 1.0, per_side)
+        xs, ys = self.x0 + self.width * t, self.y0 + self.height * t
+        top, bottom = np.full(per_side, float(self.y0)), np.full(per_side, float(self.y1))
+        left, right = np.full(per_side, float(self.x0)), np.full(per_side, float(self.x1))
+        points: np.ndarray = np.concatenate([np.stack([xs, top], 1), np.stack([xs, bottom], 1),
+                                             np.stack([left, ys], 1), np.stack([right, ys], 1)])
+        return points
+
 
 @dataclass(frozen=True)
 class FlatPage:

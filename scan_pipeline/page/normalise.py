@@ -59,6 +59,15 @@ def _quad_from_mask(mask: np.ndarray) -> np.ndarray | None:
     return corners
 
 
+def on_a_table(gray: np.ndarray) -> bool:
+    """A scan has paper up to its edges; a photo has the table there, darker than the paper."""
+    h, w = gray.shape
+    m = max(2, min(h, w) // 50)
+    frame = np.concatenate([gray[:m].ravel(), gray[-m:].ravel(), gray[:, :m].ravel(), gray[:, -m:].ravel()])
+    paper = np.percentile(gray[h // 4:3 * h // 4, w // 4:3 * w // 4], 90)
+    return bool(np.median(frame) <= 0.8 * paper)
+
+
 def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
     """The four corners of a sheet lying on a darker background, or None for a scan.
 
@@ -69,12 +78,7 @@ def find_page_outline(gray: np.ndarray) -> np.ndarray | None:
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (5, 5), 0)
     _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    # A scan has paper up to its edges; a photo has the table there, darker than the paper.
-    h, w = small.shape
-    m = max(2, min(h, w) // 50)
-    frame = np.concatenate([small[:m].ravel(), small[-m:].ravel(), small[:, :m].ravel(), small[:, -m:].ravel()])
-    paper = np.percentile(small[h // 4:3 * h // 4, w // 4:3 * w // 4], 90)
-    if np.median(frame) > 0.8 * paper:
+    if not on_a_table(small):
         return None
     bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     candidates = [_quad_from_mask(bright)]

@@ -13,6 +13,7 @@ import numpy as np
 
 from scan_pipeline.core.records import FlatPage, PageImage, PageIssue
 from scan_pipeline.page.load import as_gray
+from scan_pipeline.page.normalise import on_a_table
 
 MIN_DPI = 75.0  # across the sheet: below, printed row numbers are a few pixels high
 MIN_PAPER_LEVEL = 100.0  # the paper's brightness (0-255) in the photo: below, too dark
@@ -34,14 +35,6 @@ def sharpness(gray: np.ndarray) -> float:
     return min(steepest) / max(contrast, 1.0)
 
 
-def _on_a_table(gray: np.ndarray) -> bool:
-    """The photo's border is darker than its paper: a sheet photographed on something."""
-    h, w = gray.shape
-    m = max(2, min(h, w) // 50)
-    frame = np.concatenate([gray[:m].ravel(), gray[-m:].ravel(), gray[:, :m].ravel(), gray[:, -m:].ravel()])
-    return float(np.median(frame)) < 0.8 * float(np.percentile(gray[h // 4:3 * h // 4, w // 4:3 * w // 4], 90))
-
-
 def _touches_edge(gray: np.ndarray) -> bool:
     """The bright paper reaches the photo's edge along a good part of a side: the sheet is cut."""
     small = cv2.resize(gray, None, fx=400 / max(gray.shape), fy=400 / max(gray.shape), interpolation=cv2.INTER_AREA)
@@ -53,7 +46,7 @@ def _touches_edge(gray: np.ndarray) -> bool:
 def photo_problems(page: PageImage, flat: FlatPage, paper_height_mm: float) -> list[str]:
     """What is wrong with a photo whose grid was not found, each with its measure; [] if nothing."""
     gray = as_gray(page.pixels)
-    if not flat.photo and not _on_a_table(gray):
+    if not flat.photo and not on_a_table(gray):
         return []  # a scan (paper up to its edges): none of this explains it
     problems = []
     if flat.photo:  # the sheet's height in the photo: its flat page's top and bottom, mapped back

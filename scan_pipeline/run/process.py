@@ -81,11 +81,7 @@ def _png(gray: np.ndarray) -> bytes:
 
 def _to_source(box: Box, inverse: np.ndarray, bend: tuple[float, ...] = ()) -> Box:
     if bend:  # along the edges too: a straightened row was a curve on the photo
-        t = np.linspace(0.0, 1.0, 5)
-        xs, ys = box.x0 + (box.x1 - box.x0) * t, box.y0 + (box.y1 - box.y0) * t
-        edge = np.concatenate([np.stack([xs, np.full(5, box.y0)], 1), np.stack([xs, np.full(5, box.y1)], 1),
-                               np.stack([np.full(5, box.x0), ys], 1), np.stack([np.full(5, box.x1), ys], 1)])
-        corners = to_unbent(edge, bend)[None]
+        corners = to_unbent(box.outline(), bend)[None]
     else:
         corners = np.array([[[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]]], np.float64)
     pts = cv2.perspectiveTransform(corners, inverse)[0]

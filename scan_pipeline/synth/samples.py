@@ -463,11 +463,7 @@ def put_artefact(canvas: np.ndarray, boxes: dict[str, Box], kind: str, rng: np.r
 def _map_box(box: Box, to_image: PointMap) -> list[int]:
     """The image box around a page box: its corners and points along its edges (a bowed row's edge
     is a curve), mapped."""
-    t = np.linspace(0.0, 1.0, 5)
-    xs, ys = box.x0 + (box.x1 - box.x0) * t, box.y0 + (box.y1 - box.y0) * t
-    edge = np.concatenate([np.stack([xs, np.full(5, box.y0)], 1), np.stack([xs, np.full(5, box.y1)], 1),
-                           np.stack([np.full(5, box.x0), ys], 1), np.stack([np.full(5, box.x1), ys], 1)])
-    pts = to_image(edge)
+    pts = to_image(box.outline())
     return [int(round(pts[:, 0].min())), int(round(pts[:, 1].min())),
             int(round(pts[:, 0].max())), int(round(pts[:, 1].max()))]
 
