@@ -238,16 +238,30 @@ def _number_crop(gray: np.ndarray, box: Box) -> np.ndarray | None:
     return bordered
 
 
+WIDE_FOR_ONE = 1.2  # ink this many times wider than high holds two digits (one, even smeared, is narrower)
+
+
+def _fits_ink(text: str, crop: np.ndarray) -> str:
+    """The read, or "" when it has fewer digits than the ink is wide: a blurred "34" read "4"
+    would number the row 4, and a page of such misreads a sheet's other page."""
+    ink = crop < 128
+    cols = np.flatnonzero(ink.any(axis=0))
+    rows = np.flatnonzero(ink.any(axis=1))
+    if len(text) != 1 or not len(cols):
+        return text
+    return "" if (cols[-1] - cols[0] + 1) > WIDE_FOR_ONE * (rows[-1] - rows[0] + 1) else text
+
+
 def read_number(gray: np.ndarray, box: Box, engine: OcrEngine) -> tuple[str, int | None]:
     crop = _number_crop(gray, box)
     if crop is None:
         return "", None
-    text = engine.read_line(crop, whitelist=DIGITS).text.replace(" ", "")
+    text = _fits_ink(engine.read_line(crop, whitelist=DIGITS).text.replace(" ", ""), crop)
     if not (text.isdigit() and len(text) <= 3):
         # a shaken photo smears the small printed digits: read again with their edges sharpened
         soft = cv2.GaussianBlur(crop, (0, 0), 2.0)
         sharp = cv2.addWeighted(crop, 2.2, soft, -1.2, 0)
-        again = engine.read_line(sharp, whitelist=DIGITS).text.replace(" ", "")
+        again = _fits_ink(engine.read_line(sharp, whitelist=DIGITS).text.replace(" ", ""), crop)
         if again.isdigit() and len(again) <= 3:
             text = again
     return text, int(text) if text.isdigit() and len(text) <= 3 else None

@@ -33,8 +33,10 @@ from scan_pipeline.core.records import (
 from scan_pipeline.core.template import Template, load_template
 from scan_pipeline.page.cells import cut_row, holds_writing, row_ink
 from scan_pipeline.page.dewarp import to_unbent, unbend
+from scan_pipeline.page.frame import find_grid_frame, frame_page
 from scan_pipeline.page.grid import GridSearch, PageMasks, find_grid, page_masks, square_up
-from scan_pipeline.page.normalise import normalise_page, turn_upside_down
+from scan_pipeline.page.load import as_gray
+from scan_pipeline.page.normalise import normalise_page, on_a_table, turn_upside_down
 from scan_pipeline.page.quality import photo_issue
 from scan_pipeline.read.engines import RapidRecEngine, rapid_engine, tesseract_engine
 from scan_pipeline.read.names import read_name
@@ -159,6 +161,23 @@ def _search(flat: FlatPage, masks: PageMasks, ctx: WorkerContext) -> tuple[FlatP
     return flat, masks, search
 
 
+def _numbered(search: GridSearch) -> int:
+    return sum(1 for r in search.grid.rows if r.number is not None) if search.grid else 0
+
+
+def _short(search: GridSearch, template: Template) -> bool:
+    """No grid, or fewer numbered rows than its page prints."""
+    grid = search.grid
+    if grid is None or grid.sheet_page is None:
+        return True
+    return _numbered(search) < len(template.rows_on_page(grid.sheet_page))
+
+
+def _framed(page: PageImage, template: Template) -> FlatPage | None:
+    frame = find_grid_frame(as_gray(page.pixels))
+    return None if frame is None else frame_page(page, frame, template.paper_mm, template.margin_mm)
+
+
 def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     """Everything the pipeline finds on one page. Never raises for a bad page: it reports it."""
     start = time.perf_counter()
@@ -178,6 +197,14 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
         flat, masks, search = _search(candidate, candidate_masks, ctx)
         if search.grid is not None:
             break
+    if _short(search, ctx.template) and not search.upside_down and on_a_table(as_gray(page.pixels)):
+        # the outline misled (another sheet beside it, a corner in shadow, the sheet at the photo's
+        # edge): the grid's own printed frame straightens the photo instead
+        framed = _framed(page, ctx.template)
+        if framed is not None:
+            tried = _search(framed, page_masks(framed.pixels), ctx)
+            if tried[2].grid is not None and (search.grid is None or _numbered(tried[2]) > _numbered(search)):
+                flat, masks, search = tried
     grid = search.grid
     issues = list(search.issues)
     if grid is None and not search.upside_down:
