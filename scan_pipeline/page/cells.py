@@ -26,12 +26,34 @@ def clean_ink(ink: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(keep[labels], 255, 0).astype(np.uint8)
 
 
-def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfig) -> RowCells:
+def line_reach(masks: PageMasks, row: GridRow) -> int:
+    """How far into its cells the row's ruled lines reach from the cells' edges, in pixels, the
+    whitened pixel around them included: a shaken photo smears a line into a band wider than a
+    printed line, whose inner edge would be left in the cell as a stroke."""
+    b = row.box
+    r = max(3, b.height // 7)  # a band wider than this is no ruled line (a shadow, a strike)
+    reach = 0
+    for x in sorted({c.x0 for _, c in row.cells} | {c.x1 for _, c in row.cells}):
+        near = masks.vertical[b.y0:b.y1, max(0, x - r):x + r + 1]
+        on = np.flatnonzero((near > 0).mean(axis=0) >= 0.5) + max(0, x - r) - x
+        reach = max(reach, *np.abs(on).tolist()) if len(on) else reach
+    for y in (b.y0, b.y1):
+        near = masks.horizontal[max(0, y - r):y + r + 1, b.x0:b.x1]
+        on = np.flatnonzero((near > 0).mean(axis=1) >= 0.5) + max(0, y - r) - y
+        reach = max(reach, *np.abs(on).tolist()) if len(on) else reach
+    return int(reach) + 2
+
+
+def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfig,
+            photo: bool = False) -> RowCells:
     """Each writing cell of a row, cropped with a margin and its ruled lines whitened, and whether it
     holds writing. A cell whose writing the readers would hardly see (hairline, faint or pencil strokes,
     lighter than READ_INK or missed by the page's ink mask) is given to them drawn from its own
     contrast: its strokes darkened against its paper."""
     lines = masks.lines_wide
+    # ruled lines run along the cell's edges only: straight strokes of the writing inside are kept
+    # (on a photo, as far as its lines reach: a scan's shadow or strike is no line to follow)
+    band = max(3, int(row.box.height * 0.08), line_reach(masks, row) if photo else 0)
     margin = int(row.box.height * config.margin)
     min_size = max(2, int(row.box.height * config.speck_px))
     crops, inks, writing = [], [], []
@@ -39,8 +61,6 @@ def cut_row(gray: np.ndarray, masks: PageMasks, row: GridRow, config: CellsConfi
         outer = _clip(Box(box.x0 - margin, box.y0 - margin, box.x1 + margin, box.y1 + margin), gray.shape)
         crop = gray[outer.y0:outer.y1, outer.x0:outer.x1].copy()
         line_part = lines[outer.y0:outer.y1, outer.x0:outer.x1] > 0
-        # ruled lines run along the cell's edges only: straight strokes of the writing inside are kept
-        band = max(3, int(row.box.height * 0.08))
         iy0, iy1 = box.y0 - outer.y0 + band, box.y1 - outer.y0 - band
         ix0, ix1 = box.x0 - outer.x0 + band, box.x1 - outer.x0 - band
         if iy1 > iy0 and ix1 > ix0:

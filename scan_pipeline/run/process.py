@@ -215,7 +215,7 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     if grid and len(numbered) < len(grid.rows):
         issues.append(PageIssue("row_unnumbered", f"{len(grid.rows) - len(numbered)} row(s) could not be given "
                                 "a printed number", "check the page with --debug-dir"))
-    cut = [cut_row(flat.pixels, masks, row, ctx.config.cells) for row in numbered]
+    cut = [cut_row(flat.pixels, masks, row, ctx.config.cells, flat.photo) for row in numbered]
     geometry_seconds = time.perf_counter() - start
     inverse = np.linalg.inv(np.array(flat.transform))
     rows = []
