@@ -20,6 +20,7 @@ from scan_pipeline.core.records import FlatPage, PageImage
 from scan_pipeline.page.grid import page_masks
 from scan_pipeline.page.load import as_gray
 from scan_pipeline.page.normalise import PHOTO_DPI, flatten_light
+from scan_pipeline.page.pixels import runs
 
 Line = tuple[np.ndarray, float]  # unit normal n and offset r: the points p with n . p = r
 
@@ -236,21 +237,11 @@ def _line_span(vertical: np.ndarray, x: int, y0: int, y1: int, pad: int) -> tupl
     if band.size == 0:
         return y0, y1
     dark = band.max(axis=1) > 0
-    gap = int(round(GAP_MM * PHOTO_DPI / 25.4))
-    top, bottom = y0, y1
-    y, missing = y0, 0
-    while y > 0 and missing <= gap:
-        y -= 1
-        missing = 0 if dark[y] else missing + 1
-        if dark[y]:
-            top = y
-    y, missing = y1, 0
-    while y < len(dark) - 1 and missing <= gap:
-        y += 1
-        missing = 0 if dark[y] else missing + 1
-        if dark[y]:
-            bottom = y
-    return top, bottom
+    dark[max(0, y0):y1 + 1] = True  # the frame found is the line's, whatever the mask says there
+    for start, end in runs(dark, join=int(round(GAP_MM * PHOTO_DPI / 25.4))):
+        if start <= max(0, y0) < end:
+            return min(start, y0), max(end - 1, y1)
+    return y0, y1
 
 
 def frame_page(page: PageImage, frame: np.ndarray, paper_mm: tuple[float, float],
