@@ -210,6 +210,8 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
     terminal, one line otherwise)."""
     for failure in report.failures:
         err.print(f"[red]failed:[/] {escape(str(failure))}", markup=True)
+    for retake in report.retakes:
+        err.print(f"[yellow]read twice:[/] {escape(str(retake))}", markup=True)
     table = Table(show_header=False, box=None, pad_edge=False)
     rate = f" ({report.pages_per_minute:.0f} pages/min, {report.workers} {report.executor} worker(s))" \
         if report.pages_per_minute else ""
@@ -220,6 +222,7 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
         ("signature rows added", str(report.rows_added)),
         ("flagged for review", str(report.flagged)),
         ("duplicates", str(report.duplicates)),
+        ("sheets read twice", str(len(report.retakes))),
         ("time", f"{report.seconds:.1f} s"),
     ):
         table.add_row(label, value)
@@ -229,7 +232,8 @@ def _print_summary(report: Any, ledger: Path, debug_dir: Path | None) -> None:
         err.print(
             f"{report.pages_done} page(s) processed{rate}, {report.pages_skipped} already in the ledger, "
             f"{report.pages_failed} failed; {report.rows_added} signature row(s) added, {report.flagged} flagged "
-            f"for review, {report.duplicates} duplicate(s); {report.seconds:.1f} s")
+            f"for review, {report.duplicates} duplicate(s), {len(report.retakes)} sheet(s) read twice; "
+            f"{report.seconds:.1f} s")
     if report.decisions_kept or report.decisions_unmatched:
         err.print(f"{report.decisions_kept + report.decisions_unmatched} reviewed row(s) kept their decision; "
                   f"{report.decisions_differ} now read otherwise (flag row_reread_differs), "
@@ -374,6 +378,8 @@ def ledger_merge(
               f"several inputs (kept once), {summary.erased_skipped} erased before; wrote {summary.rows_total} "
               f"row(s): {summary.duplicates} duplicate(s), {summary.possible_duplicates} possible duplicate(s) "
               f"to review, {summary.crops_copied} crop(s) copied; {summary.seconds['total']:.1f} s")
+    for retake in summary.retakes:
+        err.print(f"[yellow]read twice:[/] {escape(str(retake))}", markup=True)
     if summary.decisions_conflicting:
         err.print(f"{summary.decisions_conflicting} row(s) were decided differently in two inputs: the later "
                   "decision (reviewed_at) was kept")

@@ -102,3 +102,20 @@ def test_chart_or_install_hint(tmp_path: Path, two_groups: tuple[Path, Path], mo
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     result = runner.invoke(app, ["ledger", "stats", str(a), "--chart", str(tmp_path / "other.png")])
     assert result.exit_code == 5 and "pip install matplotlib" in result.stderr
+
+
+def test_merge_says_which_pages_two_groups_both_read(tmp_path: Path) -> None:
+    """A sheet passed from one group to another and photographed by both: one sheet, counted once."""
+    people = [("Marie Dupont", "01000"), ("Jean Martin", "75011"), ("Paul Petit", "69001"), ("Anne Roux", "13001")]
+    a, b, merged = tmp_path / "A.csv", tmp_path / "B.csv", tmp_path / "M.csv"
+    append_results(a, [page("a1", tuple(row(n, *p) for n, p in enumerate(people, 1)), "lyon/sheet.jpg")],
+                   processed_at=T0)
+    misread = [people[0], ("JEAN MARTIM", "75011"), ("P4UL PETlT", "69081"), people[3]]
+    append_results(b, [page("b1", tuple(row(n, *p) for n, p in enumerate(misread, 1)), "paris/img_0042.jpg")],
+                   processed_at=T1)
+    result = runner.invoke(app, ["ledger", "merge", str(a), str(b), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "read twice: paris/img_0042.jpg:page 1 is the same sheet as lyon/sheet.jpg:page 1 (3 of the 4" in said
+    rows = read_ledger(merged)
+    assert (rows["status"] == "duplicate").sum() == 4  # the misread code too: the same row of one sheet

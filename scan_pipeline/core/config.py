@@ -76,6 +76,8 @@ class DedupConfig:
     prefilter_margin: float
     max_code_digits: int
     max_candidates_listed: int
+    retake_min_rows: int
+    retake_share: float
 
 
 @dataclass(frozen=True)

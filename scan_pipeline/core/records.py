@@ -240,6 +240,22 @@ class PageSummary:
     page_sha256: str = ""
 
 
+@dataclass(frozen=True)
+class Retake:
+    """A page found to be the same sheet as an earlier one (ledger/retakes.py)."""
+
+    page_sha256: str  # the later page (the retake)
+    of_page_sha256: str  # the earlier page: its rows stay the signers' rows
+    rows_alike: int  # row numbers where both pages hold the same signer's name
+    rows_both: int  # row numbers both pages hold
+    where: str = ""  # the later page as the report shows it: file:page N
+    of_where: str = ""
+
+    def __str__(self) -> str:
+        return (f"{self.where} is the same sheet as {self.of_where} ({self.rows_alike} of the {self.rows_both} "
+                "rows both hold read alike): its rows are counted once, as duplicates of that page's")
+
+
 @dataclass
 class BatchReport:
     files: int = 0
@@ -256,6 +272,7 @@ class BatchReport:
     failures: list[Failure] = field(default_factory=list)
     pages: list[PageSummary] = field(default_factory=list)
     page_hashes: list[str] = field(default_factory=list)  # pages written by this run, for the report
+    retakes: list[Retake] = field(default_factory=list)  # pages of this run that are a sheet read before
     seconds: float = 0.0
     workers: int = 1
     executor: str = "local"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pandas as pd
 
 from scan_pipeline.core.config import DedupConfig
 from scan_pipeline.core.errors import LedgerError
-from scan_pipeline.core.records import PageResult
+from scan_pipeline.core.records import PageResult, Retake
 from scan_pipeline.ledger import dedup, journal
 from scan_pipeline.ledger.decisions import carry_decisions, keep_decided_status, without_dangling_duplicates
 from scan_pipeline.ledger.erase import erased_mask, erased_pairs
@@ -35,6 +35,7 @@ class AppendSummary:
     duplicates_marked: int = 0  # rows that became (or now point to another) duplicate in this run
     rows_total: int = 0
     rows_erased_skipped: int = 0  # rows of this batch left out: erased before (see erase_rows)
+    retakes: list[Retake] = field(default_factory=list)  # pages of this batch that are a sheet read before
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -127,6 +128,7 @@ def append_results(ledger: Path, results: Iterable[PageResult], *, processed_at:
         summary.duplicates_marked = int(((new_status == "duplicate")
                                          & ((old_status != new_status) | (old_dup != new_dup))).sum())
         summary.rows_total = len(after)
+        summary.retakes = [r for r in deduped.retakes if seen & {r.page_sha256, r.of_page_sha256}]
 
         change = journal.Change(ledger, "process")
         crop_paths: dict[str, dict[str, str]] = {}

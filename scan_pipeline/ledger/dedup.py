@@ -45,7 +45,9 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
 from scan_pipeline.core.config import DedupConfig, default_config
+from scan_pipeline.core.records import Retake
 from scan_pipeline.core.text import fold
+from scan_pipeline.ledger.retakes import same_sheets
 
 POSSIBLE_FLAG = "row_possible_duplicate"
 CORRECTED_FLAG = "postal_corrected"
@@ -335,6 +337,7 @@ class DedupResult:
     candidates: dict[str, list[str]] = field(default_factory=dict)  # signature_id -> other rows it may repeat
     duplicates: int = 0  # rows with status duplicate after the pass
     possible: int = 0  # rows flagged row_possible_duplicate after the pass
+    retakes: list[Retake] = field(default_factory=list)  # pages that are the same sheet as an earlier one
 
 
 @dataclass(frozen=True)
@@ -720,8 +723,12 @@ def _deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
     same_name = np.flatnonzero((rep >= 0) & (rep != np.arange(n)))  # the same words: the same signer
     certain = _certain(edges, postal, cfg)
     plain = certain & ~edges.initial
-    signers = _Signers(n, rank, np.concatenate([same_name, edges.i[plain]]),
-                       np.concatenate([rep[same_name], edges.j[plain]]))
+    # a sheet read twice: its rows joined by row number, however differently they were read
+    usable = (status != "rejected") & ~(handled & (status == "duplicate"))
+    retakes, ru, rv = same_sheets(out, np.concatenate([same_name, edges.i]), np.concatenate([rep[same_name], edges.j]),
+                                  usable, rank, cfg)
+    signers = _Signers(n, rank, np.concatenate([same_name, edges.i[plain], ru]),
+                       np.concatenate([rep[same_name], edges.j[plain], rv]))
     possible = _join(signers, edges, certain, names.tokens)
     roots = signers.roots()
 
@@ -752,7 +759,8 @@ def _deduplicate(df: pd.DataFrame, cfg: DedupConfig) -> DedupResult:
     out["status"] = pd.Series(new_status, index=out.index, dtype=str)
     out["duplicate_of"] = pd.Series(new_dup, index=out.index, dtype=str)
     out["flags"] = pd.Series(flags, index=out.index, dtype=str)
-    return DedupResult(out, candidates, duplicates=int((new_status == "duplicate").sum()), possible=len(flagged))
+    return DedupResult(out, candidates, duplicates=int((new_status == "duplicate").sum()), possible=len(flagged),
+                       retakes=retakes)
 
 
 def match_rows(df: pd.DataFrame, name: str, postal_code: str | None = None, *, cfg: DedupConfig | None = None,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from scan_pipeline.core.config import DedupConfig
 from scan_pipeline.core.errors import LedgerError
+from scan_pipeline.core.records import Retake
 from scan_pipeline.ledger import dedup, journal
 from scan_pipeline.ledger.audit import audit_records, stage_audit
 from scan_pipeline.ledger.erase import erased_mask, erased_pairs
@@ -42,6 +43,7 @@ class MergeSummary:
     erased_skipped: int = 0  # rows an input's audit log says were erased
     duplicates: int = 0
     possible_duplicates: int = 0
+    retakes: list[Retake] = field(default_factory=list)  # pages that are the same sheet as another input's
     crops_copied: int = 0
     decisions_conflicting: int = 0  # rows two inputs decided differently: the later decision was kept
     seconds: dict[str, float] = field(default_factory=dict)
@@ -158,6 +160,7 @@ def merge_ledgers(inputs: Sequence[Path], out: Path, *, lock_timeout: float = 12
         after = result.frame
         summary.seconds["dedup"] = time.perf_counter() - t1
         summary.duplicates, summary.possible_duplicates = result.duplicates, result.possible
+        summary.retakes = result.retakes
         t2 = time.perf_counter()
         problems = validate_ledger_frame(after)
         if problems:

@@ -91,6 +91,7 @@ def _figures(report: BatchReport) -> str:
         ("pages processed", report.pages_done), ("pages already in the ledger (skipped)", report.pages_skipped),
         ("pages failed", report.pages_failed), ("signature rows added", report.rows_added),
         ("rows flagged for review", report.flagged), ("duplicates marked", report.duplicates),
+        ("sheets read twice (retakes)", len(report.retakes)),
         ("files", report.files), ("time", f"{report.seconds:.1f} s"), ("pages per minute", rate),
         ("workers", f"{report.workers} ({report.executor})"),
     ]
@@ -104,6 +105,17 @@ def _failures(report: BatchReport) -> str:
     rows = "".join(f"<tr><td>{_e(f.file)}</td><td>{'' if f.page is None else f.page}</td>"
                    f"<td class='bad'>{_e(f.reason)}</td><td>{_e(f.hint)}</td></tr>" for f in report.failures)
     return f"<table><tr><th>file</th><th>page</th><th>what went wrong</th><th>what to do</th></tr>{rows}</table>"
+
+
+def _retakes(report: BatchReport) -> str:
+    if not report.retakes:
+        return "<p class='ok'>No page of this run is a sheet read before.</p>"
+    rows = "".join(f"<tr><td>{_e(r.where)}</td><td>{_e(r.of_where)}</td><td>{r.rows_alike} of {r.rows_both}</td></tr>"
+                   for r in report.retakes)
+    return ("<p class='note'>Each of these pages holds the same signers at the same row numbers as a page "
+            "already read (a photo taken again): its rows are duplicates of that page's, counted once. "
+            "Rows only the new page shows are kept.</p><table><tr><th>page</th><th>the same sheet as</th>"
+            f"<th>rows read alike</th></tr>{rows}</table>")
 
 
 def _pages(report: BatchReport) -> str:
@@ -148,6 +160,7 @@ def render_report(report: BatchReport, ledger: Path) -> str:
 scan-pipeline {_e(__version__)} · <span class="{'bad' if report.failures else 'ok'}">{_e(status)}</span></p>
 <h2>Figures</h2>{_figures(report)}
 <h2>Failed files and pages ({report.pages_failed})</h2>{_failures(report)}
+<h2>Sheets read twice ({len(report.retakes)})</h2>{_retakes(report)}
 <h2>Signatures by département (this run)</h2>{_chart(rows)}
 <h2>Rows flagged for review ({int((rows['flags'] != '').sum())})</h2>{_flagged(rows)}
 <h2>Pages ({len(report.pages)})</h2>{_pages(report)}

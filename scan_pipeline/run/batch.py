@@ -130,6 +130,8 @@ class _Writer:
                                      outputs=self.outputs, lock_timeout=FLUSH_LOCK_SECONDS)
             self.report.rows_added += summary.rows_added
             self.report.duplicates += summary.duplicates_marked
+            known = {r.page_sha256 for r in self.report.retakes}
+            self.report.retakes += [r for r in summary.retakes if r.page_sha256 not in known]
             self.report.decisions_kept += summary.decisions_kept
             self.report.decisions_differ += summary.decisions_differ
             self.report.decisions_unmatched += summary.decisions_unmatched
