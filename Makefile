@@ -32,7 +32,8 @@ bench: install
 	$(PY) scripts/bench.py --sheets 20
 	$(PY) scripts/bench_postal.py --out bench-postal.json
 	$(PY) scripts/bench_rows.py --out bench-rows.json
-	$(PY) scripts/bench_photos.py --sheets 4 --seed 2033 --out bench-photos.json
+	$(PY) scripts/bench_photos.py --sheets 4 --seed 2051 --out bench-photos.json
+	$(PY) scripts/bench_photos.py --factors all --sheets 40 --seed 2052 --out bench-photos-all.json
 	$(PY) scripts/bench_batch.py --pages 100 --runs local:10,local:16,local:100,dask:16 --out bench-batch.json
 	$(PY) scripts/bench_review.py --ledger build/bench/ledger.csv --corpus build/bench/corpus --out bench-review.json
 

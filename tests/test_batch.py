@@ -103,9 +103,12 @@ def test_ctrl_c_writes_the_finished_pages_and_exits_130(scan_corpus, tmp_path, f
     ledger = tmp_path / "l.csv"
     # Ctrl-C once the first page is written, a known point of the run (a timer raced fast machines)
     env = {**os.environ, faults.ENV: "batch_flushed@1=INT"}
+    # Ctrl-C as a terminal sends it, even when the suite runs in a background job (which starts its
+    # children with SIGINT ignored, as a shell without job control does)
     proc = subprocess.Popen([str(SCRIPT), "process", str(scan_corpus), "--ledger", str(ledger), "--workers", "2",
                              "--config", str(flush_each_page)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr
     assert "run the same command again to continue" in stderr

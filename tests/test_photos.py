@@ -105,6 +105,37 @@ def test_no_blank_row_is_written_under_each_factor(template, context, factor):
         assert {r.row_number for r in result.rows if not r.is_blank} == written
 
 
+# --- printed row numbers smeared past what Tesseract reads ---------------------------------------
+
+@pytest.mark.parametrize(("seed", "page_no"), [(74, 1), (79, 2), (83, 2)])
+def test_smeared_row_numbers_are_read_by_their_shape(template, context, seed, page_no, monkeypatch):
+    """Shaken and at low resolution: Tesseract reads too few of the small printed numbers to number
+    the rows; their shapes, placed as the printed sequence, number every row where the truth has it."""
+    from scan_pipeline.page import grid
+
+    page, info = _page_under(template, "hardphoto", seed, photo_factors=("blur", "lowres"), page=page_no)
+    result = process_page(page, context)
+    assert [r.row_number for r in result.rows] == list(template.rows_on_page(page_no))
+    _assert_every_row_found(result, info)
+    monkeypatch.setattr(grid, "_fit_by_shape", lambda *args: None)  # Tesseract's reads alone
+    assert process_page(page, context).rows == ()
+
+
+def test_a_table_without_numbers_is_not_numbered_by_shape(template):
+    """Empty number cells (a ruled table of something else) match no printed sequence."""
+    from scan_pipeline.page.grid import _fit_by_shape
+
+    gray = np.full((900, 700), 245, np.uint8)
+    xs = [50, 110, 400, 520, 650]
+    ys = [100 + 40 * i for i in range(12)]
+    for x in xs:
+        gray[ys[0]:ys[-1], x - 1:x + 2] = 20
+    for y in ys:
+        gray[y - 1:y + 2, xs[0]:xs[-1]] = 20
+    gray[ys[3] + 12:ys[3] + 28, 70:90] = 30  # one blot in a number cell
+    assert _fit_by_shape(gray, [(None, xs, ys)], template) is None
+
+
 # --- the grid's own frame, where the sheet's outline misleads -----------------------------------
 
 CLUTTERED = ("clutter", "perspective", "shadow")

@@ -191,6 +191,7 @@ class PageQuality:
     rows_found: int = 0
     rows_expected: int = 0
     geometry_seconds: float = 0.0  # normalise, grid and cells: everything before recognition
+    geometry_cpu_seconds: float = 0.0  # the same, CPU time of the process (a worker runs on one core)
     seconds: float = 0.0
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from scan_pipeline.core.ocr import DIGITS, OcrEngine
 from scan_pipeline.core.records import Box, FlatPage, GridBlock, GridRow, PageGrid, PageIssue
 from scan_pipeline.core.template import Template
+from scan_pipeline.page.numbers import fit_shapes, shape_scores
 from scan_pipeline.page.pixels import ink_share, runs
 
 # Sum of absolute differences between found and template column shares above which a structure
@@ -350,6 +351,18 @@ def _outermost(layouts: list[tuple[Box, list[int], list[int]]]) -> list[tuple[Bo
     return [la for la in layouts if not any(o is not la and inside(la[0], o[0]) for o in layouts)]
 
 
+def _fit_by_shape(gray: np.ndarray, layouts: list[tuple[Box, list[int], list[int]]],
+                  template: Template) -> tuple[int, list[list[int | None] | None]] | None:
+    labels = tuple(dict.fromkeys(str(n) for _, rows in template.blocks for n in rows))
+    scores = []
+    for _, xs, ys in layouts:
+        found = shape_scores(gray, [Box(xs[0], top, xs[1], bottom) for top, bottom in zip(ys[1:-1], ys[2:])], labels)
+        if found is None:
+            return None
+        scores.append(found)
+    return fit_shapes(scores, labels, template)
+
+
 def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
               masks: PageMasks | None = None) -> GridSearch:
     gray = flat.pixels
@@ -394,27 +407,22 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
 
     reads: list[list[int | None]] = []
     texts: list[list[str]] = []
-    numbered = []
-    for layout in layouts:
-        _, xs, ys = layout
+    for _, xs, ys in layouts:
         block_reads, block_texts = [], []
         for top, bottom in zip(ys[1:-1], ys[2:]):  # ys[0]..ys[1] is the header row
             text, value = read_number(gray, Box(xs[0], top, xs[1], bottom), engine)
             block_reads.append(value)
             block_texts.append(text)
-        if not any(v is not None for v in block_reads):
-            continue  # no printed number at all: not a block of the signature grid
-        numbered.append(layout)
         reads.append(block_reads)
         texts.append(block_texts)
-    layouts = numbered
-    if not layouts:
-        return GridSearch(None, tuple(issues) + (PageIssue(
-            "page_not_this_form", "a ruled table was found, but no printed row number in it: "
-            "this does not look like the template's signature sheet",
-            "check that the page is a petition sheet (or pass its --template)"),))
-    sheet_page, numbers, agree = fit_numbers(reads, template)
-    n_rows = sum(len(r) for r, n in zip(reads, numbers) if n is not None) or sum(len(r) for r in reads)
+    # no printed number read at all: not a block of the signature grid
+    numbered = [i for i, r in enumerate(reads) if any(v is not None for v in r)]
+    fitted = fit_numbers([reads[i] for i in numbered], template) if numbered else (None, [], 0)
+    sheet_page, agree = fitted[0], fitted[2]
+    numbers: list[list[int | None] | None] = [None] * len(layouts)
+    for i, n in zip(numbered, fitted[1]):
+        numbers[i] = n
+    n_rows = sum(len(r) for r, n in zip(reads, numbers) if n is not None) or sum(len(reads[i]) for i in numbered)
     # Reads must outvote misreads; but where the rows found are exactly those the page prints (as
     # many, in as many blocks), the rows themselves place the numbers: two agreeing reads then
     # tell the page and confirm the fit (a shaken photo's small printed digits are mostly unread).
@@ -422,15 +430,24 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
     exact = sheet_page is not None and sorted(matched) == sorted(
         len(rows) for p, rows in template.blocks if p == sheet_page)
     if sheet_page is None or agree < (2 if exact else max(2, n_rows // 4)):
-        return GridSearch(None, tuple(issues) + (PageIssue(
-            "page_rows_unnumbered",
-            f"the printed row numbers could not be read ({agree} of {n_rows} rows agree with the template)",
-            "check the scan's quality; the page is not guessed"),))
+        # too smeared for Tesseract: the numbers' shapes against the numbers the sheet prints
+        by_shape = _fit_by_shape(gray, layouts, template)
+        if by_shape is None and not numbered:
+            return GridSearch(None, tuple(issues) + (PageIssue(
+                "page_not_this_form", "a ruled table was found, but no printed row number in it: "
+                "this does not look like the template's signature sheet",
+                "check that the page is a petition sheet (or pass its --template)"),))
+        if by_shape is None:
+            return GridSearch(None, tuple(issues) + (PageIssue(
+                "page_rows_unnumbered",
+                f"the printed row numbers could not be read ({agree} of {n_rows} rows agree with the template)",
+                "check the scan's quality; the page is not guessed"),))
+        sheet_page, numbers = by_shape
 
     blocks = []
     keys = template.column_keys
     printed = template.rows_on_page(sheet_page)
-    for (_, xs, ys), block_numbers, block_reads, block_texts in zip(layouts, numbers, reads, texts):
+    for (_, xs, ys), block_numbers, block_reads, block_texts in zip(layouts, numbers, reads, texts, strict=True):
         if block_numbers is None:
             continue  # a structure that is not part of the sheet's grid
         # ruled lines going on past the page's last printed number (a notice in boxes, a photo's

@@ -162,7 +162,7 @@ def page_record(result: PageResult, status: str) -> dict[str, Any]:
         "status": status, "processed_at": utc_timestamp(), "sheet_page": result.sheet_page,
         "rotation": q.rotation, "skew_deg": q.skew_deg, "lines_found": list(q.lines_found),
         "rows_found": q.rows_found, "rows_expected": q.rows_expected,
-        "geometry_seconds": q.geometry_seconds, "seconds": q.seconds,
+        "geometry_seconds": q.geometry_seconds, "geometry_cpu_seconds": q.geometry_cpu_seconds, "seconds": q.seconds,
         "issues": [{"code": i.code, "message": i.message} for i in result.issues],
     }
 

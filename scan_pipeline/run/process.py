@@ -180,7 +180,7 @@ def _framed(page: PageImage, template: Template) -> FlatPage | None:
 
 def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
     """Everything the pipeline finds on one page. Never raises for a bad page: it reports it."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     height, width = page.pixels.shape[:2]
     if min(height, width) < MIN_SIDE:
         return PageResult(ref=page.ref, issues=(PageIssue(
@@ -216,7 +216,7 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
         issues.append(PageIssue("row_unnumbered", f"{len(grid.rows) - len(numbered)} row(s) could not be given "
                                 "a printed number", "check the page with --debug-dir"))
     cut = [cut_row(flat.pixels, masks, row, ctx.config.cells, flat.photo) for row in numbered]
-    geometry_seconds = time.perf_counter() - start
+    geometry_seconds, geometry_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     inverse = np.linalg.inv(np.array(flat.transform))
     rows = []
     for row, cells in zip(numbered, cut):
@@ -228,7 +228,8 @@ def process_page(page: PageImage, ctx: WorkerContext) -> PageResult:
         rotation=flat.rotation, skew_deg=round(flat.skew_deg, 3),
         lines_found=grid.lines_found if grid else (0, 0), rows_found=len(rows),
         rows_expected=len(ctx.template.rows_on_page(grid.sheet_page)) if grid and grid.sheet_page else 0,
-        geometry_seconds=round(geometry_seconds, 3), seconds=round(time.perf_counter() - start, 3))
+        geometry_seconds=round(geometry_seconds, 3), geometry_cpu_seconds=round(geometry_cpu, 3),
+        seconds=round(time.perf_counter() - start, 3))
     return PageResult(ref=page.ref, rows=tuple(rows), issues=tuple(issues), quality=quality,
                       sheet_page=grid.sheet_page if grid else None,
                       overlay_png=overlay(flat, grid) if ctx.debug else b"")

@@ -6,41 +6,18 @@ style (scale, margins, column widths, row heights) the way sheets printed by man
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from scan_pipeline.core.errors import MissingDependencyError, OutputError
+from scan_pipeline.core.errors import OutputError
+from scan_pipeline.core.fonts import font_path
 from scan_pipeline.core.records import Box
 from scan_pipeline.core.template import Span, Template
 
 MM_PER_INCH = 25.4
-
-_FONT_FILES = {
-    "regular": ("DejaVuSans.ttf", "DejaVu Sans:style=Book"),
-    "bold": ("DejaVuSans-Bold.ttf", "DejaVu Sans:style=Bold"),
-}
-
-
-@cache
-def font_path(style: str) -> str:
-    filename, pattern = _FONT_FILES[style]
-    for base in (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu")):
-        if (base / filename).exists():
-            return str(base / filename)
-    if shutil.which("fc-match"):
-        found = subprocess.run(["fc-match", "-f", "%{file}", pattern], capture_output=True, text=True).stdout
-        if found.endswith(filename):
-            return found
-    raise MissingDependencyError(
-        f"the font {filename} is not installed",
-        hint="install it with `apt-get install fonts-dejavu-core` (or run `make install`)",
-    )
-
 
 @lru_cache(maxsize=64)
 def _font(style: str, size_px: int) -> ImageFont.FreeTypeFont:
