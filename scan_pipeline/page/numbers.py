@@ -3,9 +3,10 @@
 A shaken or low-resolution photo smears the small printed digits (about 10 px high at 100 dpi)
 past what Tesseract reads, though a person still reads them. The sheet prints them itself
 (synth/sheet.py: DejaVu Sans, centred in the cell), so a number cell is compared with each number
-the template prints, drawn in that font: both are scaled to one height, centred, softened alike
-(the photo's smear and the drawing's sharpness meet half way) and compared by normalised
-correlation. A number is said only when it matches clearly better than any other.
+the template prints, drawn in that font: both are scaled to one height, placed as the sheet
+centres them, softened alike (the photo's smear and the drawing's sharpness meet half way) and
+compared by normalised correlation. Numbers are never said one by one: whole printed runs are
+placed (fit_shapes), and only a placing that clearly beats every other is kept.
 """
 
 from __future__ import annotations
