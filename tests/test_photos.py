@@ -265,3 +265,66 @@ def test_a_photo_that_cuts_the_sheet_gives_the_rows_it_shows_and_names_the_rest(
     issue = next(i for i in result.issues if i.code == "page_rows_count")
     assert issue.message.endswith(f"row(s) {printed[len(found)]}-{printed[-1]} not found"), issue.message
     assert "whole sheet in view" in issue.hint
+
+
+# --- a photo shaken across the grid's vertical lines ----------------------------------------------
+
+def _ruled_rows(columns: tuple[int, ...], smear: int) -> np.ndarray:
+    """Twelve ruled rows from x=100 to x=900 with writing in them, the vertical lines at `columns`
+    smeared sideways over `smear` pixels as a phone shaken across them leaves them."""
+    rng = np.random.default_rng(5)
+    img = np.full((700, 1000), 235, np.uint8)
+    verticals = np.full_like(img, 235)
+    for x in columns:
+        cv2.line(verticals, (x, 100), (x, 580), 40, 3)
+    img = np.minimum(img, cv2.blur(verticals, (smear, 1)))
+    for y in range(100, 581, 40):
+        cv2.line(img, (100, y), (900, y), 40, 3)
+    for y in range(100, 580, 40):  # a few words a row, never at the lines
+        for x in rng.integers(120, 860, 3):
+            cv2.putText(img, "Ab", (int(x), y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 60, 2)
+    return img
+
+
+def test_smeared_column_lines_are_found_by_their_darkness_in_every_row():
+    from scan_pipeline.core.records import Box
+    from scan_pipeline.page.grid import _vertical_lines, faint_columns, page_masks
+
+    columns = (100, 180, 560, 740, 900)
+    gray = _ruled_rows(columns, smear=21)
+    masks, box = page_masks(gray), Box(90, 90, 911, 591)
+    assert len(_vertical_lines(masks, box)) < len(columns)  # the line mask has lost them
+    found = faint_columns(gray, masks, box, 10)
+    assert len(found) == len(columns) and np.abs(np.array(found) - columns).max() <= 3, found
+
+
+def test_a_frame_without_vertical_lines_is_taken_from_the_ends_of_its_rows():
+    from scan_pipeline.page.frame import _frame_of
+
+    lines = np.zeros((700, 1000), np.uint8)
+    for y in range(100, 581, 40):
+        cv2.line(lines, (100, y), (900, y), 255, 3)
+    cv2.line(lines, (60, 30), (940, 30), 255, 3)  # a title's rule, longer and a paragraph above
+    frame = _frame_of(lines, cv2.dilate(lines, np.ones((3, 3), np.uint8)))
+    assert frame is not None
+    assert np.abs(frame - [[100, 100], [900, 100], [900, 580], [100, 580]]).max() <= 4, frame  # a line wide
+
+
+def test_rows_of_one_pitch_are_told_from_a_paragraph_and_a_crease():
+    from scan_pipeline.page.frame import _evenly_spaced
+
+    paragraph = [10.0, 22.0, 34.0, 46.0]
+    grid = [100.0, 140.0, 181.0, 262.0, 301.0, 342.0]  # 221 lost under a shadow
+    crease = [160.0]
+    assert _evenly_spaced(sorted(paragraph + grid + crease), 6.0) == [4, 5, 7, 8, 9, 10]
+    assert _evenly_spaced([10.0, 200.0], 6.0) == []
+
+
+def test_a_table_of_many_narrow_columns_gives_no_faint_columns():
+    from scan_pipeline.core.records import Box
+    from scan_pipeline.page.grid import faint_columns, page_masks
+
+    gray = _ruled_rows(tuple(range(100, 901, 40)), smear=21)
+    masks, box = page_masks(gray), Box(90, 90, 911, 591)
+    assert len(faint_columns(gray, masks, box, 30)) == 21  # they are found...
+    assert faint_columns(gray, masks, box, 10) == []  # ...but are more than the grid has

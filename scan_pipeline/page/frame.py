@@ -28,6 +28,7 @@ WORK_SIDE = 1600  # pixels: the longer side of the copy the frame is looked for 
 MIN_SIDE_SHARE = 0.3  # of the photo's width: a grid frame narrower than this is not the grid
 MIN_COVERAGE = 0.6  # of a frame's side drawn between the other two sides
 WEAK_SHARE = 0.6  # of Otsu's threshold on the black-hat: a faint stroke kept if it joins a strong one
+RULED_SOLID = 0.85  # of a ruled line's length drawn (print has gaps between letters and words)
 
 
 def _meet(a: Line, b: Line) -> np.ndarray | None:
@@ -106,6 +107,86 @@ def _distinct(lines: list[Line], key: Callable[[Line], float], apart: float) -> 
     return out
 
 
+def _outer_line(points: np.ndarray, outward: int, tolerance: float) -> Line | None:
+    """The line through the outermost of `points` (ends of ruled lines; `outward` -1 for a left
+    side, +1 for a right one), its normal along +x: an end well inside it is a line whose part
+    near the side is lost (a shadow, a smear), no evidence of where the side runs."""
+    kept = points
+    for _ in range(4):
+        if len(kept) < max(3, 0.4 * len(points)):
+            return None
+        vx, vy, x0, y0 = cv2.fitLine(kept.astype(np.float32), cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        normal = np.array([vy, -vx], np.float64) if vy >= 0 else np.array([-vy, vx], np.float64)
+        offset = float(normal @ [x0, y0])
+        inside = (kept @ normal - offset) * outward < -tolerance
+        if not inside.any():
+            return normal, offset
+        kept = kept[~inside]
+    return None
+
+
+def _by_ends(horizontal: list[Line], near: np.ndarray, tolerance: float) -> tuple[Line, Line, Line, Line] | None:
+    """The grid's frame (top, bottom, left, right) from its rows' ruled lines alone: a photo shaken
+    across the vertical lines smears them away, while the rows' lines still start and stop on them.
+
+    Ruled lines are solid and as long as each other (print has gaps, a crease or a table's edge
+    runs on past them) and follow each other a row apart (a bold title as long as the grid lies
+    paragraphs above it)."""
+    bh, bw = near.shape
+    xs = np.arange(bw)
+    ruled = []
+    for line in horizontal:
+        normal, offset = line
+        ys = np.round((offset - normal[0] * xs) / normal[1]).astype(int)
+        inside = (ys >= 0) & (ys < bh)
+        on = np.zeros(bw, bool)
+        on[inside] = near[ys[inside], xs[inside]] > 0
+        spans = runs(on, max(3, bw // 12))  # gaps: a crease, a shadow's edge, a smeared crossing
+        if spans:
+            a, b = max(spans, key=lambda span: span[1] - span[0])
+            if on[a:b].mean() >= RULED_SOLID:
+                ruled.append((line, (a, ys[a], b - 1, ys[b - 1])))
+    if len(ruled) < 3:
+        return None
+    length = np.array([e[2] - e[0] for _, e in ruled], np.float64)
+    ruled = [r for r, n in zip(ruled, length) if abs(n - np.median(length)) <= 0.15 * np.median(length)]
+    if len(ruled) < 3:
+        return None
+    ruled.sort(key=lambda r: (r[1][1] + r[1][3]) / 2)
+    rows = [ruled[i] for i in _evenly_spaced([(e[1] + e[3]) / 2 for _, e in ruled], 2 * tolerance)]
+    if len(rows) < 3:
+        return None
+    ends = np.array([e for _, e in rows], np.float64)
+    left, right = _outer_line(ends[:, :2], -1, tolerance), _outer_line(ends[:, 2:], 1, tolerance)
+    return None if left is None or right is None else (rows[0][0], rows[-1][0], left, right)
+
+
+def _evenly_spaced(ys: list[float], least: float) -> list[int]:
+    """The indices of the `ys` (sorted) on the longest run of steps of one pitch, a line missing
+    here and there: the rows of a grid, not a strike-out or a crease between two of them, nor the
+    lines of a paragraph (closer, and cut into paragraphs) or a title over the grid."""
+    y = np.asarray(ys, np.float64)
+    best: list[int] = []
+    for i in range(len(y) - 1):
+        for j in range(i + 1, min(i + 3, len(y))):  # the next line, or the one after a double
+            pitch = float(y[j] - y[i])
+            if pitch < least:
+                continue
+            hits, at, missed = [i], float(y[i]), 0
+            while missed <= 1:
+                at += pitch
+                k = int(np.argmin(np.abs(y - at)))
+                if abs(y[k] - at) <= 0.15 * pitch and k > hits[-1]:
+                    hits.append(k)
+                    at, missed = float(y[k]), 0  # followed: a bowed sheet's rows drift
+                else:
+                    missed += 1
+            # the most rows; of as many, the longest (a double pitch skips every other row)
+            if (len(hits), y[hits[-1]] - y[i]) > (len(best), y[best[-1]] - y[best[0]] if best else 0.0):
+                best = hits
+    return best if len(best) >= 3 else []
+
+
 def _frame_of(part: np.ndarray, near: np.ndarray) -> np.ndarray | None:
     """The frame of one structure of lines (its own pixels), checked on `near` (all lines, widened)."""
     bh, bw = part.shape
@@ -115,19 +196,26 @@ def _frame_of(part: np.ndarray, near: np.ndarray) -> np.ndarray | None:
     cx, cy = bw / 2, bh / 2
     horizontal = _distinct(horizontal, lambda line: (line[1] - cx * line[0][0]) / line[0][1], 3)
     vertical = _distinct(vertical, lambda line: (line[1] - cy * line[0][1]) / line[0][0], 3)
-    if len(horizontal) < 2 or len(vertical) < 2:
+    if len(horizontal) < 2:
         return None
-    top, bottom, left, right = horizontal[0], horizontal[-1], vertical[0], vertical[-1]
-    for _ in range(2):  # the sides checked against each other: a stray long stroke is no side
-        sides = (_outermost(horizontal, (left, right), near, False), _outermost(horizontal, (left, right), near, True),
-                 _outermost(vertical, (top, bottom), near, False), _outermost(vertical, (top, bottom), near, True))
-        if any(side is None for side in sides) or sides[0] is sides[1] or sides[2] is sides[3]:
-            return None
-        top, bottom, left, right = sides  # type: ignore[assignment]
     ys, xs = np.nonzero(part)
     points = np.stack([xs, ys], axis=1).astype(np.float64)
     tolerance = max(3.0, 0.006 * max(bw, bh))
-    top, bottom, left, right = (_refit(points, line, tolerance) for line in (top, bottom, left, right))
+    if len(vertical) < 2:  # the sides smeared (motion blur along them): the ruled lines' ends give them
+        by_ends = _by_ends([_refit(points, line, tolerance) for line in horizontal], near, tolerance)
+        if by_ends is None:
+            return None
+        top, bottom, left, right = by_ends
+    else:
+        top, bottom, left, right = horizontal[0], horizontal[-1], vertical[0], vertical[-1]
+        for _ in range(2):  # the sides checked against each other: a stray long stroke is no side
+            sides = (_outermost(horizontal, (left, right), near, False),
+                     _outermost(horizontal, (left, right), near, True),
+                     _outermost(vertical, (top, bottom), near, False), _outermost(vertical, (top, bottom), near, True))
+            if any(side is None for side in sides) or sides[0] is sides[1] or sides[2] is sides[3]:
+                return None
+            top, bottom, left, right = sides  # type: ignore[assignment]
+        top, bottom, left, right = (_refit(points, line, tolerance) for line in (top, bottom, left, right))
     corners = [_meet(top, left), _meet(top, right), _meet(bottom, right), _meet(bottom, left)]
     if any(c is None for c in corners):
         return None

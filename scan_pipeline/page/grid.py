@@ -99,6 +99,45 @@ def _vertical_lines(masks: PageMasks, box: Box) -> list[int]:
     return [box.x0 + (a + b) // 2 for a, b in runs(ink_share(sub, 0) >= 0.5, 2)]
 
 
+FAINT_SHARE = 0.45  # of the darkest line: a column line fainter than this is taken for writing
+FAINT_SHIFT = 3  # pixels: how far a column line may move from one row to the next (a crease)
+
+
+def faint_columns(gray: np.ndarray, masks: PageMasks, box: Box, most: int) -> list[int]:
+    """x of a block's vertical lines from the darkness they leave in every one of its rows: where
+    a photo shaken across them smears them too faint for the line mask.
+
+    In each row (between two horizontal lines) a pixel's darkness is its step below the lightest
+    pixel beside it; a column line is dark at all heights of every row, writing only at some, so
+    the row's low percentile keeps the lines and drops the writing, and the median over the rows
+    drops a row's stray stroke. More than `most` such columns: print or writing, not a grid ([])."""
+    horizontal = masks.horizontal[box.y0:box.y1, box.x0:box.x1]
+    ys = [(a + b) // 2 for a, b in runs(ink_share(horizontal, 1) >= 0.5, 2)]
+    reach = max(15, gray.shape[1] // 60) | 1  # wider than a shaken line's smear
+    x0 = max(0, box.x0 - reach)  # the paper beside the outer lines, lighter than their smear
+    sub = gray[box.y0:box.y1, x0:min(gray.shape[1], box.x1 + reach)]
+    dark = cv2.subtract(cv2.dilate(sub, np.ones((1, reach), np.uint8)), sub)
+    rows = []
+    for top, bottom in zip(ys, ys[1:]):
+        pad = (bottom - top) // 6
+        if bottom - top - 2 * pad < 6:
+            continue
+        low = np.percentile(dark[top + pad:bottom - pad], 10, axis=0).astype(np.float32)
+        rows.append(cv2.dilate(low[None], np.ones((1, 2 * FAINT_SHIFT + 1), np.float32))[0])
+    if len(rows) < 3:
+        return []
+    profile = np.median(np.array(rows), axis=0)
+    profile -= float(np.median(profile))
+    if profile.max() <= 0:
+        return []
+    on = profile >= FAINT_SHARE * float(profile.max())
+    xs = []
+    for a, b in runs(on, reach // 2):  # a smeared line is a plateau: its middle, not its first top
+        plateau = np.flatnonzero(profile[a:b] >= 0.95 * float(profile[a:b].max()))
+        xs.append(x0 + a + int(round((plateau[0] + plateau[-1]) / 2)))
+    return xs if len(xs) <= most else []
+
+
 def find_blocks(masks: PageMasks) -> list[Box]:
     """Grid blocks: large connected structures of ruled lines, top to bottom.
 
@@ -382,6 +421,8 @@ def find_grid(flat: FlatPage, template: Template, engine: OcrEngine,
         slack = max(3, block.height // 150)
         sub = cv2.dilate(masks.vertical[block.y0:block.y1, block.x0:block.x1], np.ones((1, 2 * slack + 1), np.uint8))
         xs = [block.x0 + (a + b) // 2 for a, b in runs(ink_share(sub, 0) >= 0.5, 2)]
+        if len(xs) < len(widths) + 1:
+            xs = faint_columns(gray, masks, block, 2 * (len(widths) + 1))
         if len(xs) < len(widths) + 1:
             issues.append(PageIssue("block_columns", f"a grid block at y={block.y0} has {max(0, len(xs) - 1)} "
                                     f"columns, the template has {len(widths)}"))
